@@ -1,0 +1,93 @@
+"""HTML directory listings.
+
+Every name is HTML-escaped for display and percent-encoded for its link, so a file called
+``<script>`` or ``a"b`` or ``?x=1`` is shown and linked as itself. Names that are not valid
+UTF-8 cannot be requested (the HTTP layer refuses such paths), so they are left out. Symlinks
+are listed only when the server follows them.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Final, final
+from urllib.parse import quote
+
+__all__ = ["Entry", "read_entries", "render_listing"]
+
+_PAGE_HEAD: Final = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    "<title>Index of {title}</title>\n"
+    "<style>body{{font-family:sans-serif}}td{{padding:0 1em 0 0}}"
+    "td.size{{text-align:right}}</style>\n"
+    "</head>\n<body>\n<h1>Index of {title}</h1>\n<table>\n"
+    "<tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n"
+)
+_PAGE_TAIL: Final = "</table>\n</body>\n</html>\n"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One listed name."""
+
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+def read_entries(fd: int, *, follow_symlinks: bool) -> list[Entry]:
+    """Read a directory's entries, sorted: directories first, then by name.
+
+    Args:
+        fd: An open directory. Borrowed: ``scandir`` works on a duplicate, the caller closes it.
+        follow_symlinks: List symlinks (described by their targets) instead of hiding them.
+
+    Blocks: on disk I/O for a cold directory; the server calls it in a worker thread.
+    """
+    entries = []
+    with os.scandir(fd) as scan:
+        for item in scan:
+            name = item.name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # Undecodable bytes, held as surrogates.
+                continue
+            try:
+                if item.is_symlink():
+                    if not follow_symlinks:
+                        continue
+                    info = item.stat(follow_symlinks=True)
+                else:
+                    info = item.stat(follow_symlinks=False)
+            except OSError:
+                continue  # Vanished, or a dangling link.
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                continue
+            entries.append(Entry(name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
+    entries.sort(key=lambda e: (not e.is_dir, e.name))
+    return entries
+
+
+def render_listing(entries: list[Entry], path: str) -> bytes:
+    """Render entries as an HTML page titled with the URL ``path`` (ending with ``/``)."""
+    title = html.escape(path)
+    rows = [_PAGE_HEAD.format(title=title)]
+    if path != "/":
+        rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n')
+    for entry in entries:
+        slash = "/" if entry.is_dir else ""
+        href = html.escape(quote(entry.name, safe="") + slash)
+        label = html.escape(entry.name + slash)
+        size = "-" if entry.is_dir else str(entry.size)
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry.mtime))
+        rows.append(
+            f'<tr><td><a href="./{href}">{label}</a></td>'
+            f'<td class="size">{size}</td><td>{when}</td></tr>\n'
+        )
+    rows.append(_PAGE_TAIL)
+    return "".join(rows).encode("utf-8")

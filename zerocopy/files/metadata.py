@@ -1,0 +1,52 @@
+"""Entity-tags and content types."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from functools import lru_cache
+from typing import Final
+
+__all__ = ["content_type", "etag"]
+
+# A compressed file is served as what it is, not as what it decompresses to: curl -O of
+# foo.tar.gz must save the gzip bytes, so Content-Encoding is never sent.
+_ENCODING_TYPES: Final = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+# Textual types that get "; charset=utf-8", as nginx's ``charset utf-8`` with its default
+# ``charset_types`` would add.
+_CHARSET_TYPES: Final = frozenset(
+    {"application/javascript", "application/json", "application/xml", "image/svg+xml"}
+)
+OCTET_STREAM: Final = b"application/octet-stream"
+
+
+def etag(info: os.stat_result) -> bytes:
+    """A strong validator: inode, modification time in nanoseconds, and size.
+
+    nginx uses ``"<mtime hex>-<size hex>"``; the inode and nanoseconds also catch a file
+    replaced by rename within the same second with the same size.
+    """
+    return b'"%x-%x-%x"' % (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def content_type(name: str) -> bytes:
+    """The Content-Type for a file name, from :mod:`mimetypes`."""
+    return _by_suffix(os.path.splitext(name)[1].lower())
+
+
+@lru_cache(maxsize=1024)
+def _by_suffix(suffix: str) -> bytes:
+    kind, encoding = mimetypes.guess_type("x" + suffix, strict=False)
+    if encoding is not None:
+        kind = _ENCODING_TYPES.get(encoding)
+    if kind is None:
+        return OCTET_STREAM
+    if kind.startswith("text/") or kind in _CHARSET_TYPES:
+        return f"{kind}; charset=utf-8".encode("ascii")
+    return kind.encode("ascii")

@@ -1,0 +1,47 @@
+"""The sans-IO HTTP/1.1 core: bytes to requests, and requests plus file metadata to plans.
+
+Nothing in this package imports trio or socket, or opens a file; a test enforces it.
+"""
+
+from __future__ import annotations
+
+from zerocopy.http.dates import DateCache, format_http_date, parse_http_date
+from zerocopy.http.errors import HTTPError
+from zerocopy.http.limits import Limits
+from zerocopy.http.methods import ALLOW, check_method
+from zerocopy.http.parser import CLOSED, NEED_DATA, Request, RequestParser
+from zerocopy.http.ranges import ByteRange, plan_ranges
+from zerocopy.http.response import (
+    Representation,
+    ResponsePlan,
+    plan_content,
+    plan_error,
+    plan_file,
+    plan_redirect,
+)
+from zerocopy.http.target import Target, parse_target, redirect_location
+
+__all__ = [
+    "ALLOW",
+    "CLOSED",
+    "NEED_DATA",
+    "ByteRange",
+    "DateCache",
+    "HTTPError",
+    "Limits",
+    "Representation",
+    "Request",
+    "RequestParser",
+    "ResponsePlan",
+    "Target",
+    "check_method",
+    "format_http_date",
+    "parse_http_date",
+    "parse_target",
+    "plan_content",
+    "plan_error",
+    "plan_file",
+    "plan_ranges",
+    "plan_redirect",
+    "redirect_location",
+]

@@ -1,0 +1,89 @@
+"""Preconditions (RFC 9110 §13.2.2), evaluated in the order the RFC gives.
+
+1. If-Match, strong comparison, ``*`` allowed: on failure 412.
+2. Otherwise If-Unmodified-Since: on failure 412.
+3. If-None-Match, weak comparison, ``*`` allowed: on a match 304 (only GET and HEAD get here).
+4. Otherwise If-Modified-Since: not modified since, 304.
+5. Then If-Range decides whether Range applies (:func:`if_range_allows`).
+
+Dates that do not parse are ignored (§13.1.3-4), as are repeated date fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from zerocopy.http.dates import parse_http_date
+
+if TYPE_CHECKING:
+    from zerocopy.http.parser import Request
+
+__all__ = ["evaluate_preconditions", "if_range_allows"]
+
+_ENTITY_TAG: Final = re.compile(rb'(?:W/)?"[^"]*"')
+
+
+def _tag_list_matches(field: bytes, etag: bytes, *, weak: bool) -> bool:
+    if field.strip() == b"*":
+        return True
+    for match in _ENTITY_TAG.finditer(field):
+        tag = match.group()
+        if tag.startswith(b"W/"):
+            if weak and tag[2:] == etag:
+                return True
+        elif tag == etag:
+            return True
+    return False
+
+
+def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | None:
+    """Return 412, 304, or ``None`` when the request should proceed.
+
+    Args:
+        request: A GET or HEAD request.
+        etag: The file's strong entity-tag, quotes included.
+        mtime: The file's modification time, whole seconds (what Last-Modified says).
+    """
+    headers = request.headers
+    if_match = headers.get(b"if-match")
+    if if_match is not None:
+        if not _tag_list_matches(if_match, etag, weak=False):
+            return 412
+    else:
+        since = request.single(b"if-unmodified-since")
+        if since is not None:
+            when = parse_http_date(since)
+            if when is not None and mtime > when:
+                return 412
+    if_none_match = headers.get(b"if-none-match")
+    if if_none_match is not None:
+        if _tag_list_matches(if_none_match, etag, weak=True):
+            return 304
+    else:
+        since = request.single(b"if-modified-since")
+        if since is not None:
+            when = parse_http_date(since)
+            if when is not None and mtime <= when:
+                return 304
+    return None
+
+
+def if_range_allows(request: Request, etag: bytes, mtime: int) -> bool:
+    """Whether a Range header may be honoured (RFC 9110 §13.1.5).
+
+    An entity-tag must match byte for byte, and a weak one never does. A date must equal
+    Last-Modified exactly. Anything else, a repeated field included, means "send it all".
+    """
+    if b"if-range" not in request.headers:
+        return True
+    value = request.single(b"if-range")
+    if value is None:
+        return False
+    value = value.strip()
+    if value.startswith(b'"'):
+        return value == etag
+    if value.startswith(b"W/"):
+        return False
+    when = parse_http_date(value)
+    return when is not None and when == mtime

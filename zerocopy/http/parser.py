@@ -1,0 +1,297 @@
+"""Request parsing: bytes in, :class:`Request` events out (sans-IO, httptools underneath).
+
+The interface follows h11's: :meth:`RequestParser.receive_data` takes what the socket read
+(``b""`` for end of file) and :meth:`RequestParser.next_event` returns the next complete
+request, :data:`NEED_DATA`, or :data:`CLOSED`, or raises :class:`HTTPError`.
+
+llhttp (through httptools) does the framing, and rejects the request-smuggling inputs:
+Content-Length with Transfer-Encoding, duplicate or signed Content-Length, bare CR or LF,
+obs-fold, whitespace before the colon. It leaves these to us, checked in
+``on_headers_complete``:
+
+* versions other than 1.0 and 1.1 (llhttp accepts ``HTTP/2.0``): 505;
+* a missing or repeated Host on HTTP/1.1, a repeated Host on 1.0: 400;
+* Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: faulty framing): 400;
+* the request-target length (414), header count and head size (431), body size (413).
+
+Parsing is lazy: the buffer is fed to llhttp in slices of at most :data:`SLICE` bytes, and only
+until one request is ready. The server reads again only when the parser asks for data, so the
+requests held ahead of their responses are bounded by what one slice can hold, and pipelined
+requests are answered strictly in order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final, final
+
+import httptools
+
+from zerocopy.http.errors import HTTPError
+from zerocopy.http.limits import Limits
+
+__all__ = ["CLOSED", "NEED_DATA", "Request", "RequestParser"]
+
+
+@final
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+"""No complete request is buffered: read more from the socket."""
+CLOSED: Final = _Sentinel("CLOSED")
+"""The peer closed its side and every complete request has been returned."""
+
+SLICE: Final = 4096
+"""Bytes handed to llhttp per call. Small enough that a flood of tiny pipelined requests cannot
+queue more than a few hundred events; large enough that a normal head is one call."""
+
+# Headers the file server acts on. All others are counted against the limits and dropped.
+_TRACKED: Final = frozenset(
+    {
+        b"host",
+        b"range",
+        b"if-range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"transfer-encoding",
+        b"content-length",
+    }
+)
+_VERSION_RE: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r?\n")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request head.
+
+    Attributes:
+        method: The method, e.g. ``"GET"``.
+        target: The raw request-target bytes, still percent-encoded.
+        version: ``"1.0"`` or ``"1.1"``.
+        keep_alive: Whether the client allows the connection to stay open.
+        headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
+        repeated: Names of tracked headers that appeared more than once.
+        has_body: Whether the request carried a body (discarded by the parser).
+    """
+
+    method: str
+    target: bytes
+    version: str
+    keep_alive: bool
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    repeated: frozenset[bytes] = frozenset()
+    has_body: bool = False
+
+    def single(self, name: bytes) -> bytes | None:
+        """Return a header that must appear at most once, or ``None`` if absent or repeated."""
+        if name in self.repeated:
+            return None
+        return self.headers.get(name)
+
+
+class _Abort(Exception):
+    """Raised inside an llhttp callback to stop parsing; carries the error to answer with."""
+
+    def __init__(self, error: HTTPError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+@final
+class RequestParser:
+    """Turns a connection's bytes into requests. One parser per connection.
+
+    Args:
+        limits: The limits to enforce; see :class:`~zerocopy.http.limits.Limits`.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits()
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: deque[Request | HTTPError] = deque()
+        self._buffer = memoryview(b"")
+        self._previous_slice = b""
+        self._eof = False
+        self._failed = False
+        # Per-message state, reset in on_message_begin.
+        self._in_message = False
+        self._in_head = False
+        self._began_in_slice = False
+        self._url = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        self._repeated: set[bytes] = set()
+        self._header_count = 0
+        self._head_size = 0
+        self._head_overflow = 0
+        self._body_size = 0
+        self._request: Request | None = None
+
+    # -- public interface ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the peer; ``b""`` means the peer closed its sending side."""
+        if not data:
+            self._eof = True
+        elif not self._failed:
+            if self._buffer:
+                self._buffer = memoryview(bytes(self._buffer) + data)
+            else:
+                self._buffer = memoryview(data)
+
+    def next_event(self) -> Request | _Sentinel:
+        """Return the next request in order, or :data:`NEED_DATA` or :data:`CLOSED`.
+
+        Raises:
+            HTTPError: The next thing in the stream is a bad request. Every later call
+                returns :data:`CLOSED`: a stream that failed to parse is never trusted again.
+        """
+        while not self._events and self._buffer and not self._failed:
+            self._feed_slice()
+        if self._events:
+            event = self._events.popleft()
+            if isinstance(event, HTTPError):
+                self._events.clear()
+                raise event
+            return event
+        if self._failed or self._eof:
+            return CLOSED
+        return NEED_DATA
+
+    @property
+    def in_message(self) -> bool:
+        """Whether part of a request has arrived: the head deadline runs, not the idle one."""
+        return self._in_message or bool(self._buffer)
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def _feed_slice(self) -> None:
+        chunk = self._buffer[:SLICE]
+        self._buffer = self._buffer[SLICE:]
+        self._began_in_slice = False
+        try:
+            self._parser.feed_data(chunk)
+        except httptools.HttpParserCallbackError as exc:
+            abort = exc.__context__
+            if not isinstance(abort, _Abort):  # pragma: no cover - our callbacks raise only _Abort
+                raise
+            self._fail(abort.error)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade or CONNECT request: its head was queued with keep_alive=False, and
+            # what follows is another protocol that we do not speak.
+            self._fail(None)
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(HTTPError(501, "method not recognised by the parser"))
+        except httptools.HttpParserError as exc:
+            self._fail(self._classify(str(exc), bytes(chunk)))
+        else:
+            # A head that keeps growing across slices is bounded here, before httptools'
+            # own accumulation of an unfinished header value can grow without limit.
+            if self._in_head and not self._began_in_slice:
+                self._head_overflow += len(chunk)
+                if self._head_overflow > self._limits.max_head_size:
+                    self._fail(HTTPError(431, "request head too large"))
+        self._previous_slice = bytes(chunk)
+
+    def _fail(self, error: HTTPError | None) -> None:
+        self._failed = True
+        self._buffer = memoryview(b"")
+        if error is not None:
+            self._events.append(error)
+
+    def _classify(self, message: str, chunk: bytes) -> HTTPError:
+        if "PRI" in message:  # "Pause on PRI/Upgrade": the HTTP/2 connection preface.
+            return HTTPError(505, "HTTP/2 preface on an HTTP/1.1 port")
+        if "HTTP version" in message:
+            # llhttp rejects versions it does not know (HTTP/1.9, HTTP/3.0) with the same
+            # error as garbage. A well-formed but unsupported version deserves 505.
+            recent = self._previous_slice + chunk
+            start = recent.rfind(bytes(self._url)) if self._url else -1
+            if start >= 0 and _VERSION_RE.match(recent, start + len(self._url)):
+                return HTTPError(505, "unsupported HTTP version")
+        return HTTPError(400, f"malformed request: {message}")
+
+    # -- llhttp callbacks (called from feed_data) -----------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._in_head = True
+        self._began_in_slice = True
+        self._url = bytearray()
+        self._headers = {}
+        self._repeated = set()
+        self._header_count = 0
+        self._head_size = 0
+        self._head_overflow = 0
+        self._body_size = 0
+        self._request = None
+
+    def on_url(self, fragment: bytes) -> None:
+        self._url += fragment
+        if len(self._url) > self._limits.max_target_length:
+            raise _Abort(HTTPError(414, "request-target too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
+        if self._header_count > self._limits.max_header_count:
+            raise _Abort(HTTPError(431, "too many header fields"))
+        if self._head_size + len(self._url) > self._limits.max_head_size:
+            raise _Abort(HTTPError(431, "request head too large"))
+        key = name.lower()
+        if key in _TRACKED:
+            previous = self._headers.get(key)
+            if previous is None:
+                self._headers[key] = value
+            else:
+                self._repeated.add(key)
+                self._headers[key] = previous + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Abort(HTTPError(505, f"unsupported HTTP version {version}"))
+        headers = self._headers
+        if b"host" in self._repeated:
+            raise _Abort(HTTPError(400, "repeated Host header"))
+        if version == "1.1" and b"host" not in headers:
+            raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
+        if version == "1.0" and b"transfer-encoding" in headers:
+            raise _Abort(HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request"))
+        has_body = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+        self._request = Request(
+            method=parser.get_method().decode("ascii"),
+            target=bytes(self._url),
+            version=version,
+            # An upgrade request is answered, then the connection closes: whatever follows
+            # it is another protocol.
+            keep_alive=parser.should_keep_alive() and not parser.should_upgrade(),
+            headers=headers,
+            repeated=frozenset(self._repeated),
+            has_body=has_body,
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_size:
+            raise _Abort(HTTPError(413, "request body too large"))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._request is not None:
+            self._events.append(self._request)
+            self._request = None

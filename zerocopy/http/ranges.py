@@ -1,0 +1,88 @@
+"""Byte ranges (RFC 9110 §14): parse a Range header and decide what to send.
+
+The result of :func:`plan_ranges` is one of:
+
+* ``None``: ignore the header and send the whole file with 200. That is the answer to an
+  unknown unit, invalid syntax, too many ranges, and the abuse patterns below.
+* an empty tuple: nothing is satisfiable, answer 416 with ``Content-Range: bytes */size``.
+* one or more :class:`ByteRange`, in the order the client asked for them.
+
+Abuse guards, from nginx's ``range.t`` and the Apache Killer (CVE-2011-3192): more than
+``max_ranges`` ranges, overlapping ranges, or ranges adding up to more than the file all get
+the whole file rather than a response that repeats it. Integers are parsed as Python ints, and
+digit strings longer than any 64-bit value are clamped before parsing, so huge numbers neither
+overflow nor cost quadratic time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Final, final
+
+__all__ = ["ByteRange", "plan_ranges"]
+
+_HUGE: Final = 1 << 64
+_MAX_DIGITS: Final = 20
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """Bytes ``start`` to ``end`` of a file, both inclusive (as Content-Range writes them)."""
+
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1
+
+
+def _number(digits: bytes) -> int | None:
+    if not digits.isdigit():  # bytes.isdigit() is ASCII-only: no "²" or "٣".
+        return None
+    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+
+
+def plan_ranges(header: bytes, size: int, *, max_ranges: int) -> tuple[ByteRange, ...] | None:
+    """Decide which ranges of a ``size``-byte file to send; see the module docstring."""
+    unit, equals, spec = header.partition(b"=")
+    if not equals or unit.strip(b" \t").lower() != b"bytes":
+        return None
+    parts = spec.split(b",")
+    if len(parts) > max_ranges:
+        return None
+    ranges: list[ByteRange] = []
+    seen_any = False
+    for raw in parts:
+        part = raw.strip(b" \t")
+        if not part:
+            continue  # RFC 9110 §5.6.1: empty list elements are allowed and ignored.
+        seen_any = True
+        first, dash, last = part.partition(b"-")
+        if not dash:
+            return None
+        if first:
+            start = _number(first)
+            end = _number(last) if last else _HUGE
+            if start is None or end is None or end < start:
+                return None
+            if start >= size:
+                continue  # Unsatisfiable, but other ranges may still be served.
+            ranges.append(ByteRange(start, min(end, size - 1)))
+        else:
+            suffix = _number(last)
+            if suffix is None:
+                return None
+            if suffix == 0 or size == 0:
+                continue
+            ranges.append(ByteRange(max(size - suffix, 0), size - 1))
+    if not seen_any:
+        return None
+    if len(ranges) > 1:
+        ordered = sorted(ranges, key=lambda r: r.start)
+        # Ranges that do not overlap cannot add up to more than the file, so this one check
+        # covers both guards.
+        if any(b.start <= a.end for a, b in itertools.pairwise(ordered)):
+            return None
+    return tuple(ranges)

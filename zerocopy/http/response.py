@@ -1,0 +1,256 @@
+"""Response plans: what to send, decided without doing any I/O.
+
+A :class:`ResponsePlan` holds the status, the complete head as bytes, and the body as a tuple
+of parts, each either small ``bytes`` (multipart boundaries, error text, a listing) or a
+:class:`~zerocopy.span.FileSpan` for a transfer strategy to stream. Whoever sends the plan
+decides nothing: it writes the head, then the parts in order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final, final
+
+from zerocopy.http.conditional import evaluate_preconditions, if_range_allows
+from zerocopy.http.dates import format_http_date
+from zerocopy.http.errors import HTTPError
+from zerocopy.http.ranges import ByteRange, plan_ranges
+from zerocopy.span import FileSpan
+
+if TYPE_CHECKING:
+    from zerocopy.http.parser import Request
+
+__all__ = [
+    "Representation",
+    "ResponsePlan",
+    "plan_content",
+    "plan_error",
+    "plan_file",
+    "plan_redirect",
+]
+
+SERVER: Final = b"zerocopy"
+_STATUS_LINES: Final = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("ascii"))
+    for status in HTTPStatus
+}
+_TEXT: Final = b"text/plain; charset=utf-8"
+# Multipart boundaries: unpredictable, so that file contents cannot be crafted to contain
+# them, and cheap (no getrandom() per response).
+_boundary_source = random.Random()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """What the HTTP layer needs to know about a file.
+
+    Attributes:
+        size: Length in bytes, from ``fstat`` of the open file.
+        mtime: Modification time in whole seconds (Last-Modified's resolution).
+        etag: Strong entity-tag, quotes included.
+        content_type: Content-Type value.
+        dev: ``st_dev``, passed through to the body spans.
+    """
+
+    size: int
+    mtime: int
+    etag: bytes
+    content_type: bytes
+    dev: int = 0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """A response ready to be sent.
+
+    Attributes:
+        status: The status code, for logs and counters.
+        head: The status line and header fields, ending with the blank line.
+        body: Parts to send after the head, in order.
+        keep_alive: Whether the connection may serve another request afterwards.
+    """
+
+    status: int
+    head: bytes
+    body: tuple[bytes | FileSpan, ...] = ()
+    keep_alive: bool = True
+
+    @property
+    def body_length(self) -> int:
+        """Bytes in the body: what Content-Length announced (0 for HEAD)."""
+        return sum(len(part) for part in self.body)
+
+
+def _head(
+    status: int,
+    date: bytes,
+    fields: list[bytes],
+    *,
+    version: str,
+    keep_alive: bool,
+) -> bytes:
+    if not keep_alive:
+        fields.append(b"Connection: close\r\n")
+    elif version == "1.0":
+        fields.append(b"Connection: keep-alive\r\n")
+    return b"".join(
+        (_STATUS_LINES[status], b"Server: ", SERVER, b"\r\nDate: ", date, b"\r\n", *fields, b"\r\n")
+    )
+
+
+def plan_error(
+    error: HTTPError,
+    *,
+    date: bytes,
+    version: str = "1.1",
+    keep_alive: bool = False,
+    head_only: bool = False,
+) -> ResponsePlan:
+    """A short plain-text error response.
+
+    Args:
+        error: What went wrong; ``error.close`` forces ``Connection: close``.
+        date: The Date header value.
+        version: The request's HTTP version, ``"1.1"`` when it is unknown.
+        keep_alive: Whether the client allowed keep-alive.
+        head_only: Answer a HEAD request: the same head, no body.
+    """
+    status = error.status_hint
+    keep_alive = keep_alive and not error.close
+    text = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode("ascii"))
+    fields = [b"%s: %s\r\n" % pair for pair in error.headers]
+    fields.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (_TEXT, len(text)))
+    head = _head(status, date, fields, version=version, keep_alive=keep_alive)
+    return ResponsePlan(status, head, () if head_only else (text,), keep_alive)
+
+
+def plan_redirect(
+    location: bytes, request: Request, *, date: bytes, keep_alive: bool
+) -> ResponsePlan:
+    """301 to ``location`` (already made safe by ``redirect_location``)."""
+    text = b"301 Moved Permanently: " + location + b"\n"
+    fields = [
+        b"Location: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (location, _TEXT, len(text))
+    ]
+    head = _head(301, date, fields, version=request.version, keep_alive=keep_alive)
+    return ResponsePlan(301, head, () if request.method == "HEAD" else (text,), keep_alive)
+
+
+def plan_content(
+    body: bytes, content_type: bytes, request: Request, *, date: bytes, keep_alive: bool
+) -> ResponsePlan:
+    """200 with a generated body, such as a directory listing. No validators, no ranges."""
+    fields = [
+        b"Content-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n"
+        % (content_type, len(body))
+    ]
+    head = _head(200, date, fields, version=request.version, keep_alive=keep_alive)
+    return ResponsePlan(200, head, () if request.method == "HEAD" else (body,), keep_alive)
+
+
+def plan_file(
+    request: Request,
+    rep: Representation,
+    fd: int,
+    *,
+    date: bytes,
+    keep_alive: bool,
+    max_ranges: int,
+) -> ResponsePlan:
+    """Plan the response to a GET or HEAD of an open regular file.
+
+    Evaluates preconditions, then Range and If-Range, and returns 200, 206 (single or
+    multipart), 304, 412 or 416.
+
+    Args:
+        request: A GET or HEAD request.
+        rep: The file's metadata, taken from ``fstat`` of ``fd``.
+        fd: The open file. The plan's spans borrow it; the caller closes it after sending.
+        date: The Date header value.
+        keep_alive: Whether the connection stays open after this response.
+        max_ranges: The range-count guard.
+    """
+    version = request.version
+    validators = b"Last-Modified: %s\r\nETag: %s\r\n" % (format_http_date(rep.mtime), rep.etag)
+    precondition = evaluate_preconditions(request, rep.etag, rep.mtime)
+    if precondition == 304:
+        head = _head(304, date, [validators], version=version, keep_alive=keep_alive)
+        return ResponsePlan(304, head, (), keep_alive)
+    if precondition == 412:
+        error = HTTPError(412, "precondition failed", close=False)
+        return plan_error(
+            error,
+            date=date,
+            version=version,
+            keep_alive=keep_alive,
+            head_only=request.method == "HEAD",
+        )
+
+    ranges: tuple[ByteRange, ...] | None = None
+    if request.method == "GET":
+        header = request.single(b"range")
+        if header is not None and if_range_allows(request, rep.etag, rep.mtime):
+            ranges = plan_ranges(header, rep.size, max_ranges=max_ranges)
+
+    if ranges is None:
+        fields = [
+            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (rep.content_type, rep.size),
+            validators,
+            b"Accept-Ranges: bytes\r\n",
+        ]
+        head = _head(200, date, fields, version=version, keep_alive=keep_alive)
+        if request.method == "HEAD" or rep.size == 0:
+            return ResponsePlan(200, head, (), keep_alive)
+        return ResponsePlan(200, head, (FileSpan(fd, 0, rep.size, rep.dev),), keep_alive)
+
+    if not ranges:
+        error = HTTPError(
+            416,
+            "range not satisfiable",
+            close=False,
+            headers=((b"Content-Range", b"bytes */%d" % rep.size),),
+        )
+        return plan_error(error, date=date, version=version, keep_alive=keep_alive)
+
+    if len(ranges) == 1:
+        (only,) = ranges
+        fields = [
+            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (rep.content_type, len(only)),
+            b"Content-Range: bytes %d-%d/%d\r\n" % (only.start, only.end, rep.size),
+            validators,
+            b"Accept-Ranges: bytes\r\n",
+        ]
+        head = _head(206, date, fields, version=version, keep_alive=keep_alive)
+        span = FileSpan(fd, only.start, len(only), rep.dev)
+        return ResponsePlan(206, head, (span,), keep_alive)
+
+    boundary = b"%020d" % _boundary_source.getrandbits(64)
+    parts: list[bytes | FileSpan] = []
+    for index, byte_range in enumerate(ranges):
+        parts.append(
+            b"%s--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+            % (
+                b"\r\n" if index else b"",
+                boundary,
+                rep.content_type,
+                byte_range.start,
+                byte_range.end,
+                rep.size,
+            )
+        )
+        parts.append(FileSpan(fd, byte_range.start, len(byte_range), rep.dev))
+    parts.append(b"\r\n--%s--\r\n" % boundary)
+    body = tuple(parts)
+    length = sum(len(part) for part in body)
+    fields = [
+        b"Content-Type: multipart/byteranges; boundary=%s\r\nContent-Length: %d\r\n"
+        % (boundary, length),
+        validators,
+        b"Accept-Ranges: bytes\r\n",
+    ]
+    head = _head(206, date, fields, version=version, keep_alive=keep_alive)
+    return ResponsePlan(206, head, body, keep_alive)

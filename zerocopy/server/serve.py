@@ -1,0 +1,212 @@
+"""The server: listeners, a task per connection, statistics, graceful shutdown.
+
+Structure (trio's ``serve_listeners`` with a handler nursery, as hypercorn does it)::
+
+    serve()
+    └── handler nursery ── one task per connection (handle_connection)
+        └── accept scope ── serve_listeners(...)  accept loops
+
+Shutdown, started by :meth:`Server.shutdown` (the CLI calls it on SIGTERM or SIGINT):
+
+1. the accept scope is cancelled and the listeners close: no new connections;
+2. connections waiting idle for their next request are cancelled at once; the rest finish
+   the response in flight, which says ``Connection: close``;
+3. after ``shutdown_grace`` seconds the handler nursery is cancelled, ending what is left;
+4. ``serve`` returns. A second :meth:`Server.shutdown` skips to step 3.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from zerocopy.files import Root
+from zerocopy.http import DateCache
+from zerocopy.server.connection import handle_connection
+from zerocopy.server.listener import Connection, RawListener, open_listeners
+from zerocopy.server.respond import Responder
+from zerocopy.transfer import Counters, TransferStatistics, make_strategy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from zerocopy.http import ResponsePlan
+    from zerocopy.server.config import ServerConfig
+    from zerocopy.transfer import TransferStrategy
+
+__all__ = ["Server", "ServerState", "ServerStatistics", "serve"]
+
+logger = logging.getLogger("zerocopy.server")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """A snapshot of what the server has done.
+
+    Attributes:
+        connections_accepted: Connections accepted since start.
+        connections_open: Connections open now.
+        responses: Responses sent, by status.
+        transfer: The transfer layer's counters.
+    """
+
+    connections_accepted: int
+    connections_open: int
+    responses: Mapping[int, int] = field(default_factory=dict)
+    transfer: TransferStatistics = field(default_factory=TransferStatistics)
+
+
+@final
+class ServerState:
+    """What every connection of one server shares. Mutated only on the event loop thread."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
+        self.dates = DateCache()
+        self.responder = Responder(self.root, config.limits, self.dates, listing=config.listing)
+        self.counters = Counters()
+        self.strategy: TransferStrategy = make_strategy(
+            config.strategy, self.counters, send_timeout=config.send_timeout
+        )
+        self.shutting_down = False
+        self.idle_scopes: set[trio.CancelScope] = set()
+        self.connections_accepted = 0
+        self.connections_open = 0
+        self.responses: Counter[int] = Counter()
+
+    def count_response(self, plan: ResponsePlan) -> None:
+        """Count a response that was sent."""
+        self.responses[plan.status] += 1
+
+
+@final
+class Server:
+    """A zerocopy file server.
+
+    Args:
+        config: What to serve, where, and how.
+
+    Raises:
+        OSError: The root is unusable (raised here, before anything is bound).
+        KeyError: Unknown strategy name.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._state = ServerState(config)
+        self._listeners: list[RawListener] = []
+        self._slots = trio.Semaphore(config.max_connections)
+        self._accept_scope = trio.CancelScope()
+        self._handlers: trio.Nursery | None = None
+
+    def bind(self) -> None:
+        """Bind and listen now, outside any trio run (the CLI reports errors this way).
+
+        :meth:`serve` binds by itself if this was not called.
+
+        Raises:
+            OSError: The address cannot be bound (EADDRINUSE, EACCES, ...).
+        """
+        if not self._listeners:
+            self._listeners = open_listeners(self.config.bind, self.config.port, self._slots)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (host, port) pairs; known once :meth:`serve` has started."""
+        return [listener.socket.getsockname()[:2] for listener in self._listeners]
+
+    @property
+    def port(self) -> int:
+        """The first bound port."""
+        return self.addresses[0][1]
+
+    @property
+    def root(self) -> str:
+        """The real path of the served directory."""
+        return self._state.root.path
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether :meth:`shutdown` has been called."""
+        return self._state.shutting_down
+
+    def statistics(self) -> ServerStatistics:
+        """Return a snapshot of the server's counters."""
+        state = self._state
+        return ServerStatistics(
+            connections_accepted=state.connections_accepted,
+            connections_open=state.connections_open,
+            responses=MappingProxyType(dict(state.responses)),
+            transfer=state.counters.statistics(),
+        )
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, serve until shut down, and return when every connection has ended.
+
+        Args:
+            task_status: Receives this server once the listeners are bound, for
+                ``nursery.start``.
+
+        Raises:
+            OSError: Binding failed (EADDRINUSE, EACCES, ...).
+        """
+        config = self.config
+        self.bind()
+        try:
+            async with trio.open_nursery() as handlers:
+                self._handlers = handlers
+                with self._accept_scope:
+                    # The sockets already listen, so clients queue in the backlog from here.
+                    task_status.started(self)
+                    await trio.serve_listeners(
+                        self._handle, self._listeners, handler_nursery=handlers
+                    )
+                # Accepting has stopped: step 2 of the shutdown, then the grace period.
+                for scope in list(self._state.idle_scopes):
+                    scope.cancel()
+                handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+        finally:
+            for listener in self._listeners:
+                await listener.aclose()
+            self._state.strategy.close()
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown; a second call cancels what is still running."""
+        state = self._state
+        if state.shutting_down:
+            if self._handlers is not None:
+                self._handlers.cancel_scope.cancel()
+            return
+        state.shutting_down = True
+        self._accept_scope.cancel()
+        for scope in list(state.idle_scopes):
+            scope.cancel()
+
+    async def _handle(self, conn: Connection) -> None:
+        state = self._state
+        state.connections_accepted += 1
+        state.connections_open += 1
+        try:
+            await handle_connection(conn, state)
+        finally:
+            state.connections_open -= 1
+
+
+async def serve(
+    config: ServerConfig, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``config.root`` until cancelled. See :class:`Server` for shutdown.
+
+    Resource handling: everything the server opens (listeners, connections, pipes) is closed
+    before this returns.
+    """
+    await Server(config).serve(task_status=task_status)

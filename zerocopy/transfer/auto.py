@@ -1,0 +1,83 @@
+"""Choosing a strategy per span, and falling back when zero-copy is unsupported.
+
+``auto`` sends spans below :data:`AUTO_THRESHOLD` by read/write and larger ones by sendfile.
+The threshold comes from measurements recorded in DESIGN-NOTES ("Cost by file size"): at
+4 KiB one ``sendmsg([head, body])`` of data already read costs less CPU than
+``send(head, MSG_MORE)`` + ``sendfile``, and at 64 KiB and above zero-copy wins. Between the
+two nothing was measured, so the threshold sits at the lowest size where zero-copy is known to
+win: spans under 64 KiB go by read/write. The benchmark suite calibrates it.
+
+Every zero-copy strategy the server uses is wrapped in :class:`WithFallback`: when sendfile or
+splice fail with EINVAL, ENOSYS or EOPNOTSUPP before sending any byte, the span goes by
+read/write instead, and the file system (``st_dev``) is remembered, so later spans on it skip
+the failing call. Each file system is logged once, not once per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final, final
+
+from zerocopy.transfer.errors import TransferUnsupported
+
+if TYPE_CHECKING:
+    import socket
+
+    from zerocopy.span import FileSpan
+    from zerocopy.transfer.base import TransferStrategy
+    from zerocopy.transfer.counters import Counters
+
+__all__ = ["AUTO_THRESHOLD", "WithFallback"]
+
+AUTO_THRESHOLD: Final = 64 * 1024
+logger = logging.getLogger("zerocopy.transfer")
+
+
+@final
+class WithFallback:
+    """Send by ``primary``, or by ``fallback`` for small spans and unsupported file systems.
+
+    Args:
+        name: The registry name this combination answers to.
+        primary: A zero-copy strategy.
+        fallback: The read/write strategy.
+        counters: Process-wide counters (``fallbacks`` counts spans that fell back).
+        threshold: Spans shorter than this go straight to ``fallback``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        primary: TransferStrategy,
+        fallback: TransferStrategy,
+        counters: Counters,
+        *,
+        threshold: int = 0,
+    ) -> None:
+        self.name = name
+        self._primary = primary
+        self._fallback = fallback
+        self._counters = counters
+        self._threshold = threshold
+        self._unsupported: set[int] = set()
+
+    async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
+        """See :meth:`TransferStrategy.send_span`."""
+        if span.count < self._threshold or span.dev in self._unsupported:
+            return await self._fallback.send_span(sock, span, prefix=prefix)
+        try:
+            return await self._primary.send_span(sock, span, prefix=prefix)
+        except TransferUnsupported as exc:
+            # The prefix went out and no byte of the span did: send the span alone.
+            if span.dev not in self._unsupported:
+                self._unsupported.add(span.dev)
+                logger.warning(
+                    "%s; using read/write for files on device %#x from now on", exc, span.dev
+                )
+            self._counters.fallbacks += 1
+            return await self._fallback.send_span(sock, span)
+
+    def close(self) -> None:
+        """Close both strategies."""
+        self._primary.close()
+        self._fallback.close()

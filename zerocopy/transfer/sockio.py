@@ -1,0 +1,154 @@
+"""Socket syscalls in trio's non-blocking pattern, counted.
+
+Every call here follows ``trio/_socket.py``'s ``_nonblocking_helper``:
+
+1. ``checkpoint_if_cancelled()``;
+2. try the syscall on the non-blocking socket;
+3. on success, ``cancel_shielded_checkpoint()``, so that every call yields to the scheduler
+   once, even on a loopback socket that never returns EAGAIN;
+4. on EAGAIN, ``wait_writable`` (or ``wait_readable``) and try again.
+
+So each chunk of every transfer is a checkpoint, and one fast client cannot starve the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from zerocopy.transfer.errors import SendTimeout
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+
+    from zerocopy.transfer.counters import Counters
+
+__all__ = ["recv", "retry_writable", "send_all", "send_buffers", "wait_writable"]
+
+
+async def wait_writable(sock: socket.socket, send_timeout: float) -> None:
+    """Wait until ``sock`` can take more bytes, for at most ``send_timeout`` seconds.
+
+    This is the send progress timeout: it starts over at every wait, so it bounds the time
+    between two writes the kernel accepted, not the whole transfer (nginx's ``send_timeout``).
+    That is why it is a parameter and not a ``fail_after`` around the caller: a scope around
+    the transfer would bound the transfer's total duration, and a 4 GiB download on a slow
+    link must not be cut while it makes progress.
+
+    Raises:
+        SendTimeout: The socket stayed full for ``send_timeout`` seconds.
+    """
+    with trio.move_on_after(send_timeout):
+        await trio.lowlevel.wait_writable(sock)
+        return
+    raise SendTimeout(f"no progress for {send_timeout:g} s")
+
+
+async def retry_writable(
+    sock: socket.socket,
+    counters: Counters,
+    name: str,
+    send_timeout: float,
+    call: Callable[..., int],
+    *args: Any,
+) -> int:
+    """Run ``call(*args)`` until it does not raise BlockingIOError; return its result.
+
+    Args:
+        sock: The socket whose writability unblocks the call.
+        counters: Where the call is counted, under ``name``.
+        name: The kernel syscall name, for the counters.
+        send_timeout: The progress timeout for each wait (see :func:`wait_writable`).
+        call: A non-blocking syscall wrapper, such as ``os.sendfile``.
+        *args: Its arguments.
+
+    Raises:
+        SendTimeout: A wait for the socket lasted ``send_timeout`` seconds.
+
+    Checkpoints: always, once per successful call; also while waiting.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            result = call(*args)
+        except BlockingIOError:
+            counters.eagain[name] += 1
+            await wait_writable(sock, send_timeout)
+        else:
+            counters.syscalls[name] += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+
+
+async def send_all(
+    sock: socket.socket,
+    data: bytes | memoryview,
+    counters: Counters,
+    flags: int = 0,
+    *,
+    send_timeout: float = math.inf,
+) -> None:
+    """Send every byte of ``data``; ``flags`` such as ``MSG_MORE`` apply to each call.
+
+    Raises:
+        OSError: From the socket, untranslated; callers sit inside ``translate_errors``.
+    """
+    view = memoryview(data)
+    while view:
+        sent = await retry_writable(sock, counters, "sendto", send_timeout, sock.send, view, flags)
+        counters.bytes_copied_out += sent
+        view = view[sent:]
+
+
+async def send_buffers(
+    sock: socket.socket,
+    buffers: list[memoryview],
+    counters: Counters,
+    flags: int = 0,
+    *,
+    send_timeout: float = math.inf,
+) -> int:
+    """Send several buffers with ``sendmsg`` (one syscall when the socket takes them all).
+
+    Returns:
+        The number of bytes sent, which is the sum of the buffers' lengths.
+    """
+    total = 0
+    pending = [buf for buf in buffers if buf]
+    while pending:
+        sent = await retry_writable(
+            sock, counters, "sendmsg", send_timeout, sock.sendmsg, pending, (), flags
+        )
+        counters.bytes_copied_out += sent
+        total += sent
+        while sent:
+            head = pending[0]
+            if sent >= len(head):
+                sent -= len(head)
+                pending.pop(0)
+            else:
+                pending[0] = head[sent:]
+                sent = 0
+    return total
+
+
+async def recv(sock: socket.socket, size: int, counters: Counters) -> bytes:
+    """Read at most ``size`` bytes; ``b""`` at end of file.
+
+    Checkpoints: always.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            data = sock.recv(size)
+        except BlockingIOError:
+            counters.eagain["recvfrom"] += 1
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            counters.syscalls["recvfrom"] += 1
+            counters.bytes_copied_in += len(data)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
