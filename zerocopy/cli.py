@@ -153,6 +153,13 @@ def _url(host: str, port: int) -> str:
 
 async def _run(server: Server) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # Announce only now: from here on, a signal means a graceful shutdown.
+        urls = ", ".join(_url(host, port) for host, port in server.addresses)
+        print(
+            f"zerocopy {__version__}: serving {server.root} on {urls} "
+            f"(strategy {server.config.strategy})",
+            flush=True,
+        )
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
@@ -217,10 +224,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.bind()
     except OSError as exc:
         return _fail(f"cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}")
-    urls = ", ".join(_url(host, port) for host, port in server.addresses)
-    print(
-        f"zerocopy {__version__}: serving {server.root} on {urls} (strategy {config.strategy})",
-        flush=True,
-    )
     trio.run(_run, server)
     return 0

@@ -3,7 +3,13 @@
 Every name is HTML-escaped for display and percent-encoded for its link, so a file called
 ``<script>`` or ``a"b`` or ``?x=1`` is shown and linked as itself. Names that are not valid
 UTF-8 cannot be requested (the HTTP layer refuses such paths), so they are left out. Symlinks
-are listed only when the server follows them.
+are listed only when the server follows them, and then only when they lead somewhere under the
+root, as :meth:`Root.open <zerocopy.files.Root.open>` checks it: the link is opened with
+``O_PATH`` (which neither opens a device nor waits on a FIFO), ``/proc/self/fd`` names what it
+resolved to, and ``fstat`` of that descriptor describes it. A link that leads out is left out
+rather than shown with the size and date of a file outside the root (aiohttp CVE-2024-42367
+served such targets). FIFOs, sockets, devices and dangling links are left out too: they would
+only be refused.
 """
 
 from __future__ import annotations
@@ -40,15 +46,21 @@ class Entry:
     mtime: float
 
 
-def read_entries(fd: int, *, follow_symlinks: bool) -> list[Entry]:
+def read_entries(fd: int, *, follow_symlinks: bool, within: str | None = None) -> list[Entry]:
     """Read a directory's entries, sorted: directories first, then by name.
 
     Args:
         fd: An open directory. Borrowed: ``scandir`` works on a duplicate, the caller closes it.
         follow_symlinks: List symlinks (described by their targets) instead of hiding them.
+        within: The root's real path (``Root.path``). With ``follow_symlinks``, a link whose
+            target does not lie under it is left out. ``None`` lists every link that resolves.
+
+    Returns:
+        Regular files and directories, with symlinks as described above.
 
     Blocks: on disk I/O for a cold directory; the server calls it in a worker thread.
     """
+    beneath = None if within is None else os.fsencode(within).rstrip(b"/") + b"/"
     entries = []
     with os.scandir(fd) as scan:
         for item in scan:
@@ -58,12 +70,17 @@ def read_entries(fd: int, *, follow_symlinks: bool) -> list[Entry]:
             except UnicodeEncodeError:  # Undecodable bytes, held as surrogates.
                 continue
             try:
-                if item.is_symlink():
-                    if not follow_symlinks:
-                        continue
+                if not item.is_symlink():
+                    info = item.stat(follow_symlinks=False)
+                elif not follow_symlinks:
+                    continue
+                elif beneath is None:
                     info = item.stat(follow_symlinks=True)
                 else:
-                    info = item.stat(follow_symlinks=False)
+                    found = _link_target(fd, name, beneath)
+                    if found is None:
+                        continue
+                    info = found
             except OSError:
                 continue  # Vanished, or a dangling link.
             if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
@@ -71,6 +88,31 @@ def read_entries(fd: int, *, follow_symlinks: bool) -> list[Entry]:
             entries.append(Entry(name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
     entries.sort(key=lambda e: (not e.is_dir, e.name))
     return entries
+
+
+def _link_target(dir_fd: int, name: str, beneath: bytes) -> os.stat_result | None:
+    """``fstat`` of what the link ``name`` leads to, or ``None`` if that is outside ``beneath``.
+
+    Raises:
+        OSError: The link dangles, loops, or vanished.
+    """
+    fd = os.open(name, os.O_PATH | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        actual = os.readlink(b"/proc/self/fd/%d" % fd)
+        if actual + b"/" != beneath and not actual.startswith(beneath):
+            return None
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _when(mtime: float) -> str:
+    # time_t and struct tm have limits that some file systems do not (tmpfs keeps 64-bit
+    # seconds): a date beyond them is not worth a 500 for the whole listing.
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def render_listing(entries: list[Entry], path: str) -> bytes:
@@ -84,7 +126,7 @@ def render_listing(entries: list[Entry], path: str) -> bytes:
         href = html.escape(quote(entry.name, safe="") + slash)
         label = html.escape(entry.name + slash)
         size = "-" if entry.is_dir else str(entry.size)
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry.mtime))
+        when = _when(entry.mtime)
         rows.append(
             f'<tr><td><a href="./{href}">{label}</a></td>'
             f'<td class="size">{size}</td><td>{when}</td></tr>\n'

@@ -36,13 +36,17 @@ def etag(info: os.stat_result) -> bytes:
 
 
 def content_type(name: str) -> bytes:
-    """The Content-Type for a file name, from :mod:`mimetypes`."""
-    return _by_suffix(os.path.splitext(name)[1].lower())
+    """The Content-Type for a file name, from :mod:`mimetypes`; the suffix is case-insensitive."""
+    return _by_suffix(os.path.splitext(name)[1])
 
 
 @lru_cache(maxsize=1024)
 def _by_suffix(suffix: str) -> bytes:
+    # The suffix as written first: mimetypes knows ``.Z`` (compress), which lower-casing would
+    # lose. Then lower-cased, for ``.BZ2`` and the like, which mimetypes matches case-sensitively.
     kind, encoding = mimetypes.guess_type("x" + suffix, strict=False)
+    if kind is None and encoding is None:
+        kind, encoding = mimetypes.guess_type("x" + suffix.lower(), strict=False)
     if encoding is not None:
         kind = _ENCODING_TYPES.get(encoding)
     if kind is None:

@@ -1,0 +1,66 @@
+"""Shared fixtures: a document root with known files, and a live server on port 0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import settings
+
+from tests.helpers import random_file
+from zerocopy.server import Server, ServerConfig
+
+# CI runs more examples; a developer's `make test` keeps them moderate.
+settings.register_profile("ci", max_examples=10_000, deadline=None)
+settings.register_profile("dev", max_examples=300, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+BARE_STRATEGIES = ["sendfile", "splice", "readwrite"]
+"""The three transfer paths. Every test that moves bytes runs over each of them."""
+
+SIZES = {
+    "empty.bin": 0,
+    "one.bin": 1,
+    "4k.bin": 4096,
+    "64k.bin": 65536,
+    "1m.bin": 1 << 20,
+    "5m.bin": 5 * (1 << 20) + 7,
+}
+
+
+@pytest.fixture
+def www(tmp_path: Path) -> Path:
+    """A document root: files of several sizes, a text file, directories and odd names."""
+    root = tmp_path / "www"
+    root.mkdir()
+    for name, size in SIZES.items():
+        random_file(root / name, size)
+    (root / "hello.txt").write_text("hello, world\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_text("<h1>sub</h1>\n")
+    (root / "list").mkdir()
+    (root / "list" / "b.txt").write_text("b")
+    (root / "list" / "a dir").mkdir()
+    (root / "list" / '<img src=x onerror="alert(1)">.txt').write_text("x")
+    (root / "spaced name %41.txt").write_text("spaced\n")
+    (root / "ünï.txt").write_text("unicode\n")
+    return root
+
+
+@pytest.fixture(params=BARE_STRATEGIES)
+def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def start_server(nursery: trio.Nursery, **options: object) -> Server:
+    config = ServerConfig(bind="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+    server: Server = await nursery.start(Server(config).serve)
+    return server
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, www: Path, strategy: str) -> AsyncIterator[Server]:
+    yield await start_server(nursery, root=str(www), strategy=strategy)

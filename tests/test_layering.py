@@ -1,0 +1,36 @@
+"""The architecture's one-way dependencies, checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_CHECK = """
+import sys
+import {module}
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in {forbidden!r})
+print(",".join(loaded))
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        # The HTTP core is sans-IO: no trio, no socket, no file layer.
+        ("zerocopy.http", ("trio", "socket", "zerocopy.files", "zerocopy.transfer", "zerocopy.server")),
+        # The file layer knows nothing of HTTP or trio.
+        ("zerocopy.files", ("trio", "zerocopy.http", "zerocopy.transfer", "zerocopy.server")),
+        # Transfer strategies do not depend on HTTP, files or the server.
+        ("zerocopy.transfer", ("zerocopy.http", "zerocopy.files", "zerocopy.server")),
+    ],
+)
+def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None:
+    tops = tuple(name for name in forbidden if "." not in name)
+    subs = tuple(name for name in forbidden if "." in name)
+    code = _CHECK.format(module=module, forbidden=tops) + (
+        f"\nprint(','.join(sorted(n for n in sys.modules if n.startswith({subs!r}))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [], f"{module} pulled in: {result.stdout.split()}"
