@@ -21,7 +21,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 
 # Everything the checks, tests and benchmarks need.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench,metrics]'
 	touch $@ $(VENV)/.base
 
 serve: $(VENV)/.base

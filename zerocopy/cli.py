@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at /metrics on this port (needs zerocopy[metrics])",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -155,9 +161,13 @@ async def _run(server: Server) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Announce only now: from here on, a signal means a graceful shutdown.
         urls = ", ".join(_url(host, port) for host, port in server.addresses)
+        metrics = ""
+        if server.metrics_port is not None:
+            host = server.addresses[0][0]
+            metrics = f"; metrics on {_url(host, server.metrics_port)}metrics"
         print(
             f"zerocopy {__version__}: serving {server.root} on {urls} "
-            f"(strategy {server.config.strategy})",
+            f"(strategy {server.config.strategy}){metrics}",
             flush=True,
         )
         async with trio.open_nursery() as nursery:
@@ -215,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_grace=args.shutdown_grace,
         max_connections=args.max_connections,
         access_log=args.access_log,
+        metrics_port=args.metrics_port,
     )
     try:
         server = Server(config)
@@ -223,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.bind()
     except OSError as exc:
-        return _fail(f"cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}")
+        ports = f"port {args.port}" + (
+            f" or metrics port {args.metrics_port}" if args.metrics_port is not None else ""
+        )
+        return _fail(f"cannot listen on {args.bind} {ports}: {exc.strerror or exc}")
     trio.run(_run, server)
     return 0

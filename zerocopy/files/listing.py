@@ -38,7 +38,14 @@ _PAGE_TAIL: Final = "</table>\n</body>\n</html>\n"
 @final
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One listed name."""
+    """One listed name.
+
+    Attributes:
+        name: The file name, valid UTF-8.
+        is_dir: A directory (or, when symlinks are followed, a link to one).
+        size: ``st_size`` of the file (or of the link's target).
+        mtime: ``st_mtime`` of the same.
+    """
 
     name: str
     is_dir: bool
@@ -116,7 +123,17 @@ def _when(mtime: float) -> str:
 
 
 def render_listing(entries: list[Entry], path: str) -> bytes:
-    """Render entries as an HTML page titled with the URL ``path`` (ending with ``/``)."""
+    """Render entries as an HTML page.
+
+    Args:
+        entries: What :func:`read_entries` returned.
+        path: The decoded URL path of the directory, ending with ``/``: the title, and whether
+            to offer ``../`` (not at ``/``).
+
+    Returns:
+        The page, UTF-8. Each link is ``./`` and the percent-encoded name, so that no name can
+        be read as a scheme (``javascript:``), a query or a fragment.
+    """
     title = html.escape(path)
     rows = [_PAGE_HEAD.format(title=title)]
     if path != "/":

@@ -9,10 +9,19 @@ Content-Length with Transfer-Encoding, duplicate or signed Content-Length, bare 
 obs-fold, whitespace before the colon. It leaves these to us, checked in
 ``on_headers_complete``:
 
-* versions other than 1.0 and 1.1 (llhttp accepts ``HTTP/2.0``): 505;
+* versions other than 1.0 and 1.1: 505. llhttp is told to accept any well-formed
+  ``HTTP/D.D`` (``lenient_version``; that flag only skips its list of known versions), so
+  the version reaches ``on_headers_complete`` whatever way the bytes were split. Left strict,
+  llhttp rejects ``HTTP/1.9`` with the same error as ``HTTX/1.1``, and telling the two apart
+  would mean finding the request line again in bytes it has already consumed;
 * a missing or repeated Host on HTTP/1.1, a repeated Host on 1.0: 400;
 * Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: faulty framing): 400;
 * the request-target length (414), header count and head size (431), body size (413).
+
+A request that ends the connection (``Connection: close``, HTTP/1.0 without keep-alive, an
+Upgrade) is the last one returned: RFC 9112 §9.6 says the server "MUST NOT process any further
+requests received on that connection", so whatever follows it is dropped, not parsed and
+answered with an error.
 
 Parsing is lazy: the buffer is fed to llhttp in slices of at most :data:`SLICE` bytes, and only
 until one request is ready. The server reads again only when the parser asks for data, so the
@@ -22,7 +31,6 @@ requests are answered strictly in order.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -69,7 +77,6 @@ _TRACKED: Final = frozenset(
         b"content-length",
     }
 )
-_VERSION_RE: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r?\n")
 
 
 @final
@@ -103,10 +110,13 @@ class Request:
 
 
 class _Abort(Exception):
-    """Raised inside an llhttp callback to stop parsing; carries the error to answer with."""
+    """Raised inside an llhttp callback to stop parsing.
 
-    def __init__(self, error: HTTPError) -> None:
-        super().__init__(error.reason)
+    Carries the error to answer with, or ``None`` when the stream simply ends there.
+    """
+
+    def __init__(self, error: HTTPError | None) -> None:
+        super().__init__(error.reason if error else "end of stream")
         self.error = error
 
 
@@ -121,9 +131,9 @@ class RequestParser:
     def __init__(self, limits: Limits | None = None) -> None:
         self._limits = limits or Limits()
         self._parser = httptools.HttpRequestParser(self)
+        self._parser.set_dangerous_leniencies(lenient_version=True)
         self._events: deque[Request | HTTPError] = deque()
         self._buffer = memoryview(b"")
-        self._previous_slice = b""
         self._eof = False
         self._failed = False
         # Per-message state, reset in on_message_begin.
@@ -195,7 +205,7 @@ class RequestParser:
         except httptools.HttpParserInvalidMethodError:
             self._fail(HTTPError(501, "method not recognised by the parser"))
         except httptools.HttpParserError as exc:
-            self._fail(self._classify(str(exc), bytes(chunk)))
+            self._fail(self._classify(str(exc)))
         else:
             # A head that keeps growing across slices is bounded here, before httptools'
             # own accumulation of an unfinished header value can grow without limit.
@@ -203,7 +213,6 @@ class RequestParser:
                 self._head_overflow += len(chunk)
                 if self._head_overflow > self._limits.max_head_size:
                     self._fail(HTTPError(431, "request head too large"))
-        self._previous_slice = bytes(chunk)
 
     def _fail(self, error: HTTPError | None) -> None:
         self._failed = True
@@ -211,16 +220,9 @@ class RequestParser:
         if error is not None:
             self._events.append(error)
 
-    def _classify(self, message: str, chunk: bytes) -> HTTPError:
+    def _classify(self, message: str) -> HTTPError:
         if "PRI" in message:  # "Pause on PRI/Upgrade": the HTTP/2 connection preface.
             return HTTPError(505, "HTTP/2 preface on an HTTP/1.1 port")
-        if "HTTP version" in message:
-            # llhttp rejects versions it does not know (HTTP/1.9, HTTP/3.0) with the same
-            # error as garbage. A well-formed but unsupported version deserves 505.
-            recent = self._previous_slice + chunk
-            start = recent.rfind(bytes(self._url)) if self._url else -1
-            if start >= 0 and _VERSION_RE.match(recent, start + len(self._url)):
-                return HTTPError(505, "unsupported HTTP version")
         return HTTPError(400, f"malformed request: {message}")
 
     # -- llhttp callbacks (called from feed_data) -----------------------------------------
@@ -292,6 +294,9 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        if self._request is not None:
-            self._events.append(self._request)
+        request = self._request
+        if request is not None:
+            self._events.append(request)
             self._request = None
+            if not request.keep_alive:
+                raise _Abort(None)  # RFC 9112 §9.6: nothing after it is processed.

@@ -48,6 +48,7 @@ class ServerConfig:
         max_connections: Concurrent connections; past it, accept waits.
         access_log: Log one line per response (Common Log Format) to the
             ``zerocopy.access`` logger.
+        metrics_port: Serve Prometheus metrics on this port (on ``bind``); ``None``: off.
     """
 
     root: str
@@ -63,3 +64,4 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     max_connections: int = field(default_factory=default_max_connections)
     access_log: bool = False
+    metrics_port: int | None = None

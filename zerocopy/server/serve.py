@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, final
 
@@ -29,6 +30,7 @@ from zerocopy.files import Root
 from zerocopy.http import DateCache
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, open_listeners
+from zerocopy.server.metrics import check_available, serve_metrics_connection
 from zerocopy.server.respond import Responder
 from zerocopy.transfer import Counters, TransferStatistics, make_strategy
 
@@ -102,7 +104,10 @@ class Server:
         self.config = config
         self._state = ServerState(config)
         self._listeners: list[RawListener] = []
+        self._metrics_listeners: list[RawListener] = []
         self._slots = trio.Semaphore(config.max_connections)
+        if config.metrics_port is not None:
+            check_available()
         self._accept_scope = trio.CancelScope()
         self._handlers: trio.Nursery | None = None
 
@@ -114,8 +119,15 @@ class Server:
         Raises:
             OSError: The address cannot be bound (EADDRINUSE, EACCES, ...).
         """
+        config = self.config
         if not self._listeners:
-            self._listeners = open_listeners(self.config.bind, self.config.port, self._slots)
+            self._listeners = open_listeners(config.bind, config.port, self._slots)
+        if config.metrics_port is not None and not self._metrics_listeners:
+            # Scrapes get a few slots of their own, so a full server can still be observed.
+            metrics_slots = trio.Semaphore(4)
+            self._metrics_listeners = open_listeners(
+                config.bind, config.metrics_port, metrics_slots
+            )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -126,6 +138,13 @@ class Server:
     def port(self) -> int:
         """The first bound port."""
         return self.addresses[0][1]
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound metrics port, if metrics are on."""
+        if not self._metrics_listeners:
+            return None
+        return int(self._metrics_listeners[0].socket.getsockname()[1])
 
     @property
     def root(self) -> str:
@@ -167,15 +186,25 @@ class Server:
                 with self._accept_scope:
                     # The sockets already listen, so clients queue in the backlog from here.
                     task_status.started(self)
-                    await trio.serve_listeners(
-                        self._handle, self._listeners, handler_nursery=handlers
-                    )
+                    async with trio.open_nursery() as accepting:
+                        if self._metrics_listeners:
+                            accepting.start_soon(
+                                partial(
+                                    trio.serve_listeners,
+                                    self._handle_metrics,
+                                    self._metrics_listeners,
+                                    handler_nursery=handlers,
+                                )
+                            )
+                        await trio.serve_listeners(
+                            self._handle, self._listeners, handler_nursery=handlers
+                        )
                 # Accepting has stopped: step 2 of the shutdown, then the grace period.
                 for scope in list(self._state.idle_scopes):
                     scope.cancel()
                 handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
         finally:
-            for listener in self._listeners:
+            for listener in self._listeners + self._metrics_listeners:
                 await listener.aclose()
             self._state.strategy.close()
 
@@ -190,6 +219,9 @@ class Server:
         self._accept_scope.cancel()
         for scope in list(state.idle_scopes):
             scope.cancel()
+
+    async def _handle_metrics(self, conn: Connection) -> None:
+        await serve_metrics_connection(conn, self.statistics, self._state.dates)
 
     async def _handle(self, conn: Connection) -> None:
         state = self._state

@@ -10,7 +10,9 @@ win: spans under 64 KiB go by read/write. The benchmark suite calibrates it.
 Every zero-copy strategy the server uses is wrapped in :class:`WithFallback`: when sendfile or
 splice fail with EINVAL, ENOSYS or EOPNOTSUPP before sending any byte, the span goes by
 read/write instead, and the file system (``st_dev``) is remembered, so later spans on it skip
-the failing call. Each file system is logged once, not once per request.
+the failing call. Each file system is logged once, not once per request; ``fallbacks`` counts
+every span sent by read/write for that reason, remembered or not, and none of those sent by
+read/write only because they were small.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ class WithFallback:
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
-        if span.count < self._threshold or span.dev in self._unsupported:
+        if span.count < self._threshold:
+            return await self._fallback.send_span(sock, span, prefix=prefix)
+        if span.dev in self._unsupported:
+            self._counters.fallbacks += 1
             return await self._fallback.send_span(sock, span, prefix=prefix)
         try:
             return await self._primary.send_span(sock, span, prefix=prefix)

@@ -8,6 +8,9 @@ Theory of operation:
 * A small response costs one ``preadv`` and one ``sendmsg([head, body])``: one packet, two
   syscalls. At 4 KiB that is cheaper than ``sendfile`` (DESIGN-NOTES, "Cost by file size"),
   which is why ``auto`` sends small spans this way.
+* ``sendmsg`` may take part of ``[head, body]``. Body bytes are counted per call, after the
+  head's share is taken off, so that ``body_bytes`` stays what the kernel accepted even when a
+  chunk fails half-sent (peer gone, timeout, cancellation).
 * ``preadv`` returning 0 before the count means the file was truncated: FileTruncated. A
   short, non-zero read is real data at the new end of the file; the next read returns 0.
 * Buffers come from a :class:`BufferPool`, so that steady-state traffic allocates nothing.
@@ -23,8 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
+import trio
+
 from zerocopy.transfer.errors import FileTruncated, translate_errors
-from zerocopy.transfer.sockio import send_all, send_buffers
+from zerocopy.transfer.sockio import retry_writable, send_all
 
 if TYPE_CHECKING:
     import socket
@@ -118,6 +123,9 @@ class ReadWrite:
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
+        if not prefix and not span.count:
+            await trio.lowlevel.checkpoint()
+            return 0
         counters = self._counters
         offset, remaining = span.offset, span.count
         with self._pool.borrow() as buffer, translate_errors():
@@ -130,16 +138,29 @@ class ReadWrite:
                     counters.truncated += 1
                     raise FileTruncated(offset, remaining)
                 counters.bytes_copied_in += got
-                sent = await send_buffers(
-                    sock, [head, view[:got]], counters, send_timeout=self._timeout
-                )
-                counters.body_bytes += sent - len(head)
+                await self._send_head_and_body(sock, head, view[:got])
                 head = memoryview(b"")
                 offset += got
                 remaining -= got
             if head:
                 await send_all(sock, head, counters, send_timeout=self._timeout)
         return span.count
+
+    async def _send_head_and_body(
+        self, sock: socket.socket, head: memoryview, body: memoryview
+    ) -> None:
+        """``sendmsg([head, body])`` until both are sent; count body bytes per call."""
+        counters = self._counters
+        while body:
+            buffers = [head, body] if head else [body]
+            sent = await retry_writable(
+                sock, counters, "sendmsg", self._timeout, sock.sendmsg, buffers
+            )
+            counters.bytes_copied_out += sent
+            from_head = min(sent, len(head))
+            head = head[from_head:]
+            body = body[sent - from_head :]
+            counters.body_bytes += sent - from_head
 
     def close(self) -> None:
         """Drop the pool's buffers."""

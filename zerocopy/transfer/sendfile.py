@@ -32,6 +32,8 @@ import os
 import socket
 from typing import TYPE_CHECKING, Final, final
 
+import trio
+
 from zerocopy.transfer.errors import (
     UNSUPPORTED_ERRNOS,
     FileTruncated,
@@ -66,6 +68,9 @@ class Sendfile:
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
+        if not prefix and not span.count:
+            await trio.lowlevel.checkpoint()
+            return 0
         counters = self._counters
         out = sock.fileno()
         offset, remaining = span.offset, span.count

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from zerocopy.transfer.counters import Counters
 
-__all__ = ["recv", "retry_writable", "send_all", "send_buffers", "wait_writable"]
+__all__ = ["recv", "retry_writable", "send_all", "wait_writable"]
 
 
 async def wait_writable(sock: socket.socket, send_timeout: float) -> None:
@@ -101,38 +101,6 @@ async def send_all(
         sent = await retry_writable(sock, counters, "sendto", send_timeout, sock.send, view, flags)
         counters.bytes_copied_out += sent
         view = view[sent:]
-
-
-async def send_buffers(
-    sock: socket.socket,
-    buffers: list[memoryview],
-    counters: Counters,
-    flags: int = 0,
-    *,
-    send_timeout: float = math.inf,
-) -> int:
-    """Send several buffers with ``sendmsg`` (one syscall when the socket takes them all).
-
-    Returns:
-        The number of bytes sent, which is the sum of the buffers' lengths.
-    """
-    total = 0
-    pending = [buf for buf in buffers if buf]
-    while pending:
-        sent = await retry_writable(
-            sock, counters, "sendmsg", send_timeout, sock.sendmsg, pending, (), flags
-        )
-        counters.bytes_copied_out += sent
-        total += sent
-        while sent:
-            head = pending[0]
-            if sent >= len(head):
-                sent -= len(head)
-                pending.pop(0)
-            else:
-                pending[0] = head[sent:]
-                sent = 0
-    return total
 
 
 async def recv(sock: socket.socket, size: int, counters: Counters) -> bytes:

@@ -12,8 +12,11 @@ Theory of operation:
   SPLICE_F_MORE on every drain but the last becomes MSG_MORE. SPLICE_F_MOVE is a no-op in
   modern kernels and is not passed.
 * A chunk is one pipe-full. Pipes are sized with F_SETPIPE_SZ to :data:`PIPE_SIZE` (1 MiB),
-  the default ``/proc/sys/fs/pipe-max-size``. Past that cap, or past the per-user pipe quota
-  (``pipe-user-pages-soft``), the call fails with EPERM and the pipe quietly keeps its size.
+  the default ``/proc/sys/fs/pipe-max-size``. Past that cap (unless the process has
+  CAP_SYS_RESOURCE, which root in a container usually lacks), or past the per-user pipe quota
+  (``pipe-user-pages-soft``), the call fails with EPERM and the pipe quietly keeps its size:
+  64 KiB, or 8 KiB once the user is past the soft quota. The size is read back with
+  F_GETPIPE_SZ, so a refused resize only makes chunks smaller.
 * errno review: as for sendfile. EINVAL, ENOSYS or EOPNOTSUPP on the first fill means the file
   system cannot splice (TransferUnsupported); a fill returning 0 before the count means the
   file was truncated (FileTruncated); EPIPE or ECONNRESET on a drain means the client left.
@@ -32,6 +35,8 @@ import os
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
+
+import trio
 
 from zerocopy.transfer.errors import (
     UNSUPPORTED_ERRNOS,
@@ -163,6 +168,9 @@ class Splice:
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
+        if not prefix and not span.count:
+            await trio.lowlevel.checkpoint()
+            return 0
         counters = self._counters
         with translate_errors():
             if prefix:
