@@ -198,9 +198,11 @@ class RequestParser:
             if not isinstance(abort, _Abort):  # pragma: no cover - our callbacks raise only _Abort
                 raise
             self._fail(abort.error)
-        except httptools.HttpParserUpgrade:
-            # An Upgrade or CONNECT request: its head was queued with keep_alive=False, and
-            # what follows is another protocol that we do not speak.
+        except httptools.HttpParserUpgrade:  # pragma: no cover - see below
+            # An Upgrade or CONNECT request is queued with keep_alive=False, so
+            # on_message_complete already stopped the parser before llhttp pauses for the
+            # upgrade. Should that order change, the answer is the same: what follows is
+            # another protocol that we do not speak.
             self._fail(None)
         except httptools.HttpParserInvalidMethodError:
             self._fail(HTTPError(501, "method not recognised by the parser"))

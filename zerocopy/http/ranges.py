@@ -41,7 +41,8 @@ class ByteRange:
 def _number(digits: bytes) -> int | None:
     if not digits.isdigit():  # bytes.isdigit() is ASCII-only: no "²" or "٣".
         return None
-    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+    significant = digits.lstrip(b"0")  # "000…0001" is 1, however many zeros lead it.
+    return _HUGE if len(significant) > _MAX_DIGITS else int(significant or b"0")
 
 
 def plan_ranges(header: bytes, size: int, *, max_ranges: int) -> tuple[ByteRange, ...] | None:
@@ -49,16 +50,13 @@ def plan_ranges(header: bytes, size: int, *, max_ranges: int) -> tuple[ByteRange
     unit, equals, spec = header.partition(b"=")
     if not equals or unit.strip(b" \t").lower() != b"bytes":
         return None
-    parts = spec.split(b",")
-    if len(parts) > max_ranges:
+    # RFC 9110 §5.6.1: empty list elements are allowed and ignored, so they do not count
+    # against max_ranges.
+    parts = [part for part in (raw.strip(b" \t") for raw in spec.split(b",")) if part]
+    if not parts or len(parts) > max_ranges:
         return None
     ranges: list[ByteRange] = []
-    seen_any = False
-    for raw in parts:
-        part = raw.strip(b" \t")
-        if not part:
-            continue  # RFC 9110 §5.6.1: empty list elements are allowed and ignored.
-        seen_any = True
+    for part in parts:
         first, dash, last = part.partition(b"-")
         if not dash:
             return None
@@ -77,8 +75,6 @@ def plan_ranges(header: bytes, size: int, *, max_ranges: int) -> tuple[ByteRange
             if suffix == 0 or size == 0:
                 continue
             ranges.append(ByteRange(max(size - suffix, 0), size - 1))
-    if not seen_any:
-        return None
     if len(ranges) > 1:
         ordered = sorted(ranges, key=lambda r: r.start)
         # Ranges that do not overlap cannot add up to more than the file, so this one check

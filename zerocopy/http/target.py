@@ -40,7 +40,8 @@ class Target:
 
     Attributes:
         segments: Decoded path segments; none is empty, ``.`` or ``..``.
-        trailing_slash: Whether the decoded path ends with ``/`` (true for ``/`` itself).
+        trailing_slash: Whether the decoded path ends with ``/`` or a ``.`` segment (true
+            for ``/`` itself).
         query: The raw query string, without the ``?``; ``b""`` when absent.
     """
 
@@ -66,9 +67,8 @@ def parse_target(raw: bytes) -> Target:
         HTTPError: 400 for anything that is not a safe path.
     """
     if raw.startswith(b"/"):
-        path, _, query = raw.partition(b"?")
-        path = path.partition(b"#")[0]
-        query = query.partition(b"#")[0]
+        # RFC 3986 §3.5: a fragment starts at the first "#", and a "?" after it is part of it.
+        path, _, query = raw.partition(b"#")[0].partition(b"?")
     elif raw[:7].lower() == b"http://" or raw[:8].lower() == b"https://":
         try:
             url = httptools.parse_url(raw)
@@ -89,13 +89,15 @@ def parse_target(raw: bytes) -> Target:
     if "\x00" in text or "\\" in text:
         raise _bad("NUL or backslash in path")
     segments = []
-    for segment in text.split("/"):
+    raw_segments = text.split("/")
+    for segment in raw_segments:
         if segment in ("", "."):
             continue
         if segment == "..":
             raise _bad("'..' segment in path")
         segments.append(segment)
-    return Target(tuple(segments), text.endswith("/"), query)
+    # RFC 3986 §5.2.4 turns a final "." into a trailing slash: "/dir/." is "/dir/".
+    return Target(tuple(segments), raw_segments[-1] in ("", "."), query)
 
 
 def redirect_location(target: Target) -> bytes:
@@ -106,5 +108,8 @@ def redirect_location(target: Target) -> bytes:
     path = "".join("/" + quote(segment, safe=_SEGMENT_SAFE) for segment in target.segments) + "/"
     location = path.encode("ascii")
     if target.query:
-        location += b"?" + quote(target.query, safe=_QUERY_SAFE).encode("ascii")
+        # Valid escapes pass through as they are; a stray "%" becomes "%25", so that the
+        # Location is a valid URI-reference (RFC 3986 §3.4) and decodes as the client sent it.
+        query = _BAD_ESCAPE.sub(b"%25", target.query)
+        location += b"?" + quote(query, safe=_QUERY_SAFE).encode("ascii")
     return location
