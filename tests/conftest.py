@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -62,5 +61,6 @@ async def start_server(nursery: trio.Nursery, **options: object) -> Server:
 
 
 @pytest.fixture
-async def server(nursery: trio.Nursery, www: Path, strategy: str) -> AsyncIterator[Server]:
-    yield await start_server(nursery, root=str(www), strategy=strategy)
+async def server(nursery: trio.Nursery, www: Path, strategy: str) -> Server:
+    """A server on ``www`` with the test's strategy; the nursery fixture cancels it."""
+    return await start_server(nursery, root=str(www), strategy=strategy)

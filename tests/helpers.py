@@ -73,12 +73,13 @@ class RawClient:
     async def read_response(self, *, head_only: bool = False) -> Response:
         head = (await self._read_until(b"\r\n\r\n")).decode("latin-1")
         lines = head.split("\r\n")[:-2]
-        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        version, status, reason = [*lines[0].split(" ", 2), ""][:3]
         assert version == "HTTP/1.1", lines[0]
         headers = []
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            assert name and name == name.strip(), f"bad header line {line!r}"
+            assert name, f"bad header line {line!r}"
+            assert name == name.strip(), f"bad header line {line!r}"
             headers.append((name, value.strip()))
         response = Response(int(status), reason, headers)
         length = response.header("Content-Length")
@@ -95,7 +96,9 @@ class RawClient:
             response.body = await self._read_exactly(int(length))
         return response
 
-    async def request(self, target: str, method: str = "GET", headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self, target: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> Response:
         lines = [f"{method} {target} HTTP/1.1", "Host: test"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         await self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

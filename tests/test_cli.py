@@ -39,9 +39,12 @@ def test_version() -> None:
 
 
 def test_help_documents_every_flag() -> None:
-    result = subprocess.run([*ZEROCOPY, "serve", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [*ZEROCOPY, "serve", "--help"], capture_output=True, text=True, check=True
+    )
     serve = next(
-        action for action in build_parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
+        action
+        for action in build_parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
         if action.prog.endswith("serve")
     )
     for action in serve._actions:
@@ -69,7 +72,7 @@ def test_serves_and_stops_cleanly_on_sigint(tmp_path: Path, strategy: str) -> No
 
 
 def test_sigterm_is_graceful(tmp_path: Path) -> None:
-    process, line = _start(str(tmp_path), "--port", "0")
+    process, _ = _start(str(tmp_path), "--port", "0")
     code, stderr = _stop(process, signal.SIGTERM)
     assert code == 0
     assert "SIGTERM" in stderr

@@ -12,7 +12,12 @@ import trio
 
 from zerocopy import __version__
 from zerocopy.http import Limits
-from zerocopy.server import Server, ServerConfig, default_max_connections
+from zerocopy.server import (
+    Server,
+    ServerConfig,
+    default_max_connections,
+    default_open_file_cache,
+)
 from zerocopy.transfer import AUTO_THRESHOLD, STRATEGIES
 
 if TYPE_CHECKING:
@@ -127,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
     )
     limits.add_argument(
+        "--open-file-cache",
+        type=int,
+        default=default_open_file_cache(),
+        metavar="N",
+        help="file descriptors kept open for reuse, revalidated by stat on every hit (0: off)",
+    )
+    limits.add_argument(
         "--max-head-size",
         type=_count,
         default=defaults.max_head_size,
@@ -226,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connections=args.max_connections,
         access_log=args.access_log,
         metrics_port=args.metrics_port,
+        open_file_cache=args.open_file_cache,
     )
     try:
         server = Server(config)

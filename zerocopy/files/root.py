@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final, final
 from zerocopy.files.errors import Refused, refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["Opened", "Root"]
 
@@ -66,15 +66,18 @@ class Opened:
     """An open file or directory under the root.
 
     Attributes:
-        fd: The open descriptor. The caller owns it and must close it.
+        fd: The open descriptor. The caller owns it and must :meth:`close` it (for a file
+            from the open-file cache, that returns it to the cache).
         stat: ``fstat`` of ``fd``: the metadata of what was opened, not of what the path
             names now.
         path: The resolved absolute path, for logs.
+        release: How to give the descriptor back; ``None`` means ``os.close``.
     """
 
     fd: int
     stat: os.stat_result
     path: bytes
+    release: Callable[[], None] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -82,8 +85,11 @@ class Opened:
         return stat.S_ISDIR(self.stat.st_mode)
 
     def close(self) -> None:
-        """Close the descriptor."""
-        os.close(self.fd)
+        """Close the descriptor, or return it to the cache it came from."""
+        if self.release is None:
+            os.close(self.fd)
+        else:
+            self.release()
 
 
 @final
@@ -115,6 +121,14 @@ class Root:
         self._beneath = self._prefix + b"/"  # b"/" when the root is "/" itself.
         self._flags = _OPEN_FLAGS if follow_symlinks else _OPEN_FLAGS | os.O_NOFOLLOW
 
+    def path_of(self, segments: Sequence[str]) -> bytes:
+        """The absolute path that ``segments`` name, before any symlink is resolved.
+
+        Raises:
+            Refused: 404 for an unsafe segment.
+        """
+        return b"/".join((self._prefix, *map(_encode, segments))) or b"/"
+
     def open(self, segments: Sequence[str]) -> Opened:
         """Open the file or directory at ``segments`` under the root.
 
@@ -131,7 +145,7 @@ class Root:
         Blocks: only as long as the ``open`` of a cold directory entry does; the event loop
         calls it directly, as nginx does without ``open_file_cache``.
         """
-        wanted = b"/".join((self._prefix, *map(_encode, segments))) or b"/"
+        wanted = self.path_of(segments)
         try:
             fd = os.open(wanted, self._flags)
         except OSError as exc:

@@ -29,7 +29,7 @@ from zerocopy.http import (
 from zerocopy.span import FileSpan
 
 if TYPE_CHECKING:
-    from zerocopy.files import Opened, Root
+    from zerocopy.files import Opened, OpenFileCache
     from zerocopy.http import DateCache, Limits, Request, Target
 
 __all__ = ["Prepared", "Responder"]
@@ -67,14 +67,17 @@ class Responder:
     """Answers requests from a root directory.
 
     Args:
-        root: Where files come from.
+        files: Where files come from: the open-file cache over the root.
         limits: For the range-count guard.
         dates: The shared Date header cache.
         listing: Render listings for directories without index.html (else 403).
     """
 
-    def __init__(self, root: Root, limits: Limits, dates: DateCache, *, listing: bool) -> None:
-        self._root = root
+    def __init__(
+        self, files: OpenFileCache, limits: Limits, dates: DateCache, *, listing: bool
+    ) -> None:
+        self._files = files
+        self._root = files.root
         self._limits = limits
         self._dates = dates
         self._listing = listing
@@ -94,7 +97,7 @@ class Responder:
         try:
             check_method(request.method)
             target = parse_target(request.target)
-            opened = self._root.open(target.segments)
+            opened = self._files.open(target.segments)
         except HTTPError as exc:
             return Prepared(self.error(exc, request, keep_alive=keep_alive))
         except Refused as exc:
@@ -118,7 +121,7 @@ class Responder:
                 location = redirect_location(target)
                 return Prepared(plan_redirect(location, request, date=date, keep_alive=keep_alive))
             try:
-                index = self._root.open((*target.segments, "index.html"))
+                index = self._files.open((*target.segments, "index.html"))
             except Refused as exc:
                 if exc.status_hint != 404:
                     return Prepared(self.refused(exc, request, keep_alive=keep_alive))
@@ -167,8 +170,9 @@ class Responder:
             error = HTTPError(403, "directory listing disabled", close=False)
             return Prepared(self.error(error, request, keep_alive=keep_alive))
         follow = self._root.follow_symlinks
+        within = self._root.path
         entries = await trio.to_thread.run_sync(
-            lambda: read_entries(opened.fd, follow_symlinks=follow)
+            lambda: read_entries(opened.fd, follow_symlinks=follow, within=within)
         )
         body = render_listing(entries, target.path)
         date = self._dates.now()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from zerocopy.files import Root
+from zerocopy.files import OpenFileCache, Root
 from zerocopy.http import DateCache
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, open_listeners
@@ -71,8 +71,9 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
+        self.files = OpenFileCache(self.root, max_entries=config.open_file_cache)
         self.dates = DateCache()
-        self.responder = Responder(self.root, config.limits, self.dates, listing=config.listing)
+        self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
         self.counters = Counters()
         self.strategy: TransferStrategy = make_strategy(
             config.strategy, self.counters, send_timeout=config.send_timeout
@@ -207,6 +208,7 @@ class Server:
             for listener in self._listeners + self._metrics_listeners:
                 await listener.aclose()
             self._state.strategy.close()
+            self._state.files.clear()
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; a second call cancels what is still running."""

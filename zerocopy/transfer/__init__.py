@@ -46,6 +46,7 @@ __all__ = [
     "TransferStatistics",
     "TransferStrategy",
     "TransferUnsupported",
+    "WithFallback",
     "make_strategy",
     "recv",
     "send_all",

@@ -12,7 +12,9 @@ Theory of operation:
   head's share is taken off, so that ``body_bytes`` stays what the kernel accepted even when a
   chunk fails half-sent (peer gone, timeout, cancellation).
 * ``preadv`` returning 0 before the count means the file was truncated: FileTruncated. A
-  short, non-zero read is real data at the new end of the file; the next read returns 0.
+  short, non-zero read is real data at the new end of the file; the next read returns 0. If
+  the very first read returns 0, the prefix (held back to share the first ``sendmsg``) is
+  sent alone before raising, as sendfile and splice would have sent it.
 * Buffers come from a :class:`BufferPool`, so that steady-state traffic allocates nothing.
 * The chunk is :data:`CHUNK` bytes: large enough that per-call overhead is small next to the
   copies, small enough to stay in the L2 cache between the read and the send.
@@ -126,6 +128,9 @@ class ReadWrite:
         if not prefix and not span.count:
             await trio.lowlevel.checkpoint()
             return 0
+        # The first syscall reads the file, before any socket call checkpoints: a transfer
+        # cancelled before it starts should not cost a read.
+        await trio.lowlevel.checkpoint_if_cancelled()
         counters = self._counters
         offset, remaining = span.offset, span.count
         with self._pool.borrow() as buffer, translate_errors():
@@ -136,6 +141,10 @@ class ReadWrite:
                 counters.syscalls["preadv"] += 1
                 if got == 0:
                     counters.truncated += 1
+                    if head:
+                        # As with the zero-copy strategies, the prefix goes out before the
+                        # body fails: every strategy leaves the same bytes on the wire.
+                        await send_all(sock, head, counters, send_timeout=self._timeout)
                     raise FileTruncated(offset, remaining)
                 counters.bytes_copied_in += got
                 await self._send_head_and_body(sock, head, view[:got])

@@ -8,15 +8,17 @@ Theory of operation:
   on a full pipe.
 * Flags: the fill passes none (the pipe is empty, so it cannot wait on the pipe). The drain
   passes SPLICE_F_NONBLOCK, which makes the *pipe* side non-blocking; the socket is
-  non-blocking by its own O_NONBLOCK, so a full socket gives EAGAIN and we ``wait_writable``.
+  non-blocking by its own O_NONBLOCK (the kernel turns it into MSG_DONTWAIT), so a full
+  socket gives EAGAIN, with or without the flag, and we ``wait_writable``. Both pipe ends
+  are O_NONBLOCK as well, so not even a fill can sleep on the pipe.
   SPLICE_F_MORE on every drain but the last becomes MSG_MORE. SPLICE_F_MOVE is a no-op in
   modern kernels and is not passed.
 * A chunk is one pipe-full. Pipes are sized with F_SETPIPE_SZ to :data:`PIPE_SIZE` (1 MiB),
   the default ``/proc/sys/fs/pipe-max-size``. Past that cap (unless the process has
   CAP_SYS_RESOURCE, which root in a container usually lacks), or past the per-user pipe quota
-  (``pipe-user-pages-soft``), the call fails with EPERM and the pipe quietly keeps its size:
-  64 KiB, or 8 KiB once the user is past the soft quota. The size is read back with
-  F_GETPIPE_SZ, so a refused resize only makes chunks smaller.
+  (``pipe-user-pages-soft``), the call fails with EPERM and the pipe quietly keeps its
+  default size (64 KiB, less past the quota). The size is read back with F_GETPIPE_SZ, so a
+  refused resize only makes chunks smaller.
 * errno review: as for sendfile. EINVAL, ENOSYS or EOPNOTSUPP on the first fill means the file
   system cannot splice (TransferUnsupported); a fill returning 0 before the count means the
   file was truncated (FileTruncated); EPIPE or ECONNRESET on a drain means the client left.
@@ -171,6 +173,9 @@ class Splice:
         if not prefix and not span.count:
             await trio.lowlevel.checkpoint()
             return 0
+        # The first syscall reads the file, before any socket call checkpoints: a transfer
+        # cancelled before it starts should not cost a read (or a pipe).
+        await trio.lowlevel.checkpoint_if_cancelled()
         counters = self._counters
         with translate_errors():
             if prefix:
