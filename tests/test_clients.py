@@ -21,13 +21,17 @@ from zerocopy.server import Server
 def _need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed (apt-get install {'aria2' if tool == 'aria2c' else tool})")
+        pytest.skip(
+            f"{tool} is not installed (apt-get install {'aria2' if tool == 'aria2c' else tool})"
+        )
     return path
 
 
 async def _run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(60):
-        result = await trio.run_process(list(argv), cwd=cwd, capture_stdout=True, capture_stderr=True, check=False)
+        result = await trio.run_process(
+            list(argv), cwd=cwd, capture_stdout=True, capture_stderr=True, check=False
+        )
     assert result.returncode == 0, (argv, result.stderr.decode(errors="replace"))
     return result
 
@@ -77,7 +81,16 @@ async def test_curl_download_and_range(server: Server, www: Path, tmp_path: Path
     await _run(curl, "-sS", "--fail", "-o", str(out), f"http://127.0.0.1:{server.port}/5m.bin")
     assert sha256_file(out) == sha256_file(www / "5m.bin")
     part = tmp_path / "part.bin"
-    await _run(curl, "-sS", "--fail", "-r", "100-4195", "-o", str(part), f"http://127.0.0.1:{server.port}/1m.bin")
+    await _run(
+        curl,
+        "-sS",
+        "--fail",
+        "-r",
+        "100-4195",
+        "-o",
+        str(part),
+        f"http://127.0.0.1:{server.port}/1m.bin",
+    )
     assert part.read_bytes() == (www / "1m.bin").read_bytes()[100:4196]
 
 
@@ -86,16 +99,27 @@ async def test_curl_resume(server: Server, www: Path, tmp_path: Path) -> None:
     source = (www / "5m.bin").read_bytes()
     out = tmp_path / "resume.bin"
     out.write_bytes(source[:1234567])  # an interrupted download
-    await _run(curl, "-sS", "--fail", "-C", "-", "-o", str(out), f"http://127.0.0.1:{server.port}/5m.bin")
+    await _run(
+        curl, "-sS", "--fail", "-C", "-", "-o", str(out), f"http://127.0.0.1:{server.port}/5m.bin"
+    )
     assert sha256_file(out) == sha256_file(www / "5m.bin")
 
 
 async def test_curl_path_as_is_traversal_is_refused(server: Server) -> None:
     curl = _need("curl")
     result = await trio.run_process(
-        [curl, "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
-         f"http://127.0.0.1:{server.port}/../../../../etc/passwd"],
-        capture_stdout=True, check=False,
+        [
+            curl,
+            "-s",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{server.port}/../../../../etc/passwd",
+        ],
+        capture_stdout=True,
+        check=False,
     )
     assert result.stdout == b"400"
 
@@ -124,7 +148,17 @@ async def test_wget_continue(server: Server, www: Path, tmp_path: Path) -> None:
 async def test_aria2c_segmented_download(server: Server, www: Path, tmp_path: Path) -> None:
     aria2c = _need("aria2c")
     await _run(
-        aria2c, "-q", "-x4", "-s4", "-k1M", "--allow-overwrite=true", "--file-allocation=none",
-        "-d", str(tmp_path), "-o", "got.bin", f"http://127.0.0.1:{server.port}/5m.bin",
+        aria2c,
+        "-q",
+        "-x4",
+        "-s4",
+        "-k1M",
+        "--allow-overwrite=true",
+        "--file-allocation=none",
+        "-d",
+        str(tmp_path),
+        "-o",
+        "got.bin",
+        f"http://127.0.0.1:{server.port}/5m.bin",
     )
     assert sha256_file(tmp_path / "got.bin") == sha256_file(www / "5m.bin")

@@ -19,7 +19,10 @@ print(",".join(loaded))
     ("module", "forbidden"),
     [
         # The HTTP core is sans-IO: no trio, no socket, no file layer.
-        ("zerocopy.http", ("trio", "socket", "zerocopy.files", "zerocopy.transfer", "zerocopy.server")),
+        (
+            "zerocopy.http",
+            ("trio", "socket", "zerocopy.files", "zerocopy.transfer", "zerocopy.server"),
+        ),
         # The file layer knows nothing of HTTP or trio.
         ("zerocopy.files", ("trio", "zerocopy.http", "zerocopy.transfer", "zerocopy.server")),
         # Transfer strategies do not depend on HTTP, files or the server.
@@ -32,5 +35,7 @@ def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None
     code = _CHECK.format(module=module, forbidden=tops) + (
         f"\nprint(','.join(sorted(n for n in sys.modules if n.startswith({subs!r}))))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == [], f"{module} pulled in: {result.stdout.split()}"
