@@ -18,7 +18,7 @@ from zerocopy.server import (
     default_max_connections,
     default_open_file_cache,
 )
-from zerocopy.transfer import AUTO_THRESHOLD, STRATEGIES
+from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS, STRATEGIES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
     )
     limits.add_argument(
+        "--offload-threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help="worker threads for file reads that would block on the disk (0: read on the "
+        "event loop, which then stalls every connection on a cold page cache)",
+    )
+    limits.add_argument(
         "--open-file-cache",
         type=int,
         default=default_open_file_cache(),
@@ -239,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.access_log,
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
+        offload_threads=args.offload_threads,
     )
     try:
         server = Server(config)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import final
 
 from zerocopy.http import Limits
+from zerocopy.transfer import DEFAULT_THREADS
 
 __all__ = ["ServerConfig", "default_max_connections", "default_open_file_cache"]
 
@@ -60,6 +61,9 @@ class ServerConfig:
         metrics_port: Serve Prometheus metrics on this port (on ``bind``); ``None``: off.
         open_file_cache: Most file descriptors kept open for reuse (0: off); see
             ``zerocopy.files.cache``.
+        offload_threads: Worker threads for file chunks that are not in the page cache
+            (0: read on the event loop, which then blocks on the disk); see
+            ``zerocopy.transfer.offload``.
     """
 
     root: str
@@ -77,3 +81,4 @@ class ServerConfig:
     access_log: bool = False
     metrics_port: int | None = None
     open_file_cache: int = field(default_factory=default_open_file_cache)
+    offload_threads: int = DEFAULT_THREADS

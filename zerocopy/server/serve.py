@@ -32,7 +32,7 @@ from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, open_listeners
 from zerocopy.server.metrics import check_available, serve_metrics_connection
 from zerocopy.server.respond import Responder
-from zerocopy.transfer import Counters, TransferStatistics, make_strategy
+from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,9 +75,10 @@ class ServerState:
         self.dates = DateCache()
         self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
         self.counters = Counters()
-        self.strategy: TransferStrategy = make_strategy(
-            config.strategy, self.counters, send_timeout=config.send_timeout
+        settings = TransferSettings(
+            send_timeout=config.send_timeout, offload_threads=config.offload_threads
         )
+        self.strategy: TransferStrategy = make_strategy(config.strategy, self.counters, settings)
         self.shutting_down = False
         self.idle_scopes: set[trio.CancelScope] = set()
         self.connections_accepted = 0

@@ -9,7 +9,8 @@ benchmarks that want one path only.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, final
 
 from zerocopy.transfer.auto import AUTO_THRESHOLD, WithFallback
 from zerocopy.transfer.base import TransferStrategy
@@ -22,6 +23,7 @@ from zerocopy.transfer.errors import (
     TransferUnsupported,
     translate_errors,
 )
+from zerocopy.transfer.offload import DEFAULT_THREADS, Offload
 from zerocopy.transfer.readwrite import BufferPool, ReadWrite
 from zerocopy.transfer.sendfile import Sendfile
 from zerocopy.transfer.sockio import recv, send_all
@@ -32,10 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_THRESHOLD",
+    "DEFAULT_THREADS",
     "STRATEGIES",
     "BufferPool",
     "Counters",
     "FileTruncated",
+    "Offload",
     "PeerGone",
     "PipePool",
     "ReadWrite",
@@ -43,6 +47,7 @@ __all__ = [
     "Sendfile",
     "Splice",
     "TransferError",
+    "TransferSettings",
     "TransferStatistics",
     "TransferStrategy",
     "TransferUnsupported",
@@ -54,29 +59,49 @@ __all__ = [
 ]
 
 
-def _auto(counters: Counters, send_timeout: float) -> TransferStrategy:
-    zero_copy = Sendfile(counters, send_timeout=send_timeout)
-    fallback = ReadWrite(counters, send_timeout=send_timeout)
+@final
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """How strategies behave, as the server configures them.
+
+    Attributes:
+        send_timeout: Seconds one wait for a full socket may last (``sockio.wait_writable``).
+        offload_threads: Worker threads for chunks not in the page cache (``offload.py``);
+            0 keeps every file read on the event loop.
+    """
+
+    send_timeout: float = math.inf
+    offload_threads: int = DEFAULT_THREADS
+
+
+def _parts(counters: Counters, settings: TransferSettings) -> dict[str, Any]:
+    offload = Offload(counters, threads=settings.offload_threads)
+    return {"send_timeout": settings.send_timeout, "offload": offload}
+
+
+def _auto(counters: Counters, settings: TransferSettings) -> TransferStrategy:
+    parts = _parts(counters, settings)
+    zero_copy, fallback = Sendfile(counters, **parts), ReadWrite(counters, **parts)
     return WithFallback("auto", zero_copy, fallback, counters, threshold=AUTO_THRESHOLD)
 
 
-def _sendfile(counters: Counters, send_timeout: float) -> TransferStrategy:
-    zero_copy = Sendfile(counters, send_timeout=send_timeout)
-    fallback = ReadWrite(counters, send_timeout=send_timeout)
+def _sendfile(counters: Counters, settings: TransferSettings) -> TransferStrategy:
+    parts = _parts(counters, settings)
+    zero_copy, fallback = Sendfile(counters, **parts), ReadWrite(counters, **parts)
     return WithFallback("sendfile", zero_copy, fallback, counters)
 
 
-def _splice(counters: Counters, send_timeout: float) -> TransferStrategy:
-    zero_copy = Splice(counters, send_timeout=send_timeout)
-    fallback = ReadWrite(counters, send_timeout=send_timeout)
+def _splice(counters: Counters, settings: TransferSettings) -> TransferStrategy:
+    parts = _parts(counters, settings)
+    zero_copy, fallback = Splice(counters, **parts), ReadWrite(counters, **parts)
     return WithFallback("splice", zero_copy, fallback, counters)
 
 
-def _readwrite(counters: Counters, send_timeout: float) -> TransferStrategy:
-    return ReadWrite(counters, send_timeout=send_timeout)
+def _readwrite(counters: Counters, settings: TransferSettings) -> TransferStrategy:
+    return ReadWrite(counters, **_parts(counters, settings))
 
 
-STRATEGIES: Final[dict[str, Callable[[Counters, float], TransferStrategy]]] = {
+STRATEGIES: Final[dict[str, Callable[[Counters, TransferSettings], TransferStrategy]]] = {
     "auto": _auto,
     "sendfile": _sendfile,
     "splice": _splice,
@@ -86,11 +111,11 @@ STRATEGIES: Final[dict[str, Callable[[Counters, float], TransferStrategy]]] = {
 
 
 def make_strategy(
-    name: str, counters: Counters, *, send_timeout: float = math.inf
+    name: str, counters: Counters, settings: TransferSettings | None = None
 ) -> TransferStrategy:
     """Build the named strategy, with read/write fallback for the zero-copy ones.
 
     Raises:
         KeyError: Unknown name.
     """
-    return STRATEGIES[name](counters, send_timeout)
+    return STRATEGIES[name](counters, settings or TransferSettings())

@@ -22,6 +22,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Final, final
 import trio
 
 from zerocopy.transfer.errors import FileTruncated, translate_errors
+from zerocopy.transfer.offload import Offload
 from zerocopy.transfer.sockio import retry_writable, send_all
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ class ReadWrite:
         counters: Process-wide counters.
         pool: Where read buffers come from.
         send_timeout: Seconds one wait for the socket may last (see ``sockio.wait_writable``).
+        offload: Reads what is not cached in worker threads (``offload.py``); ``None``: every
+            read runs on the event loop.
     """
 
     name: Final = "readwrite"
@@ -118,10 +122,12 @@ class ReadWrite:
         pool: BufferPool | None = None,
         *,
         send_timeout: float = math.inf,
+        offload: Offload | None = None,
     ) -> None:
         self._counters = counters
         self._pool = pool or BufferPool()
         self._timeout = send_timeout
+        self._offload = offload or Offload(counters, threads=0)
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
@@ -137,8 +143,7 @@ class ReadWrite:
             view = memoryview(buffer)
             head = memoryview(prefix)
             while remaining:
-                got = os.preadv(span.fd, [view[: min(remaining, len(view))]], offset)
-                counters.syscalls["preadv"] += 1
+                got = await self._read(span.fd, view[: min(remaining, len(view))], offset)
                 if got == 0:
                     counters.truncated += 1
                     if head:
@@ -154,6 +159,27 @@ class ReadWrite:
             if head:
                 await send_all(sock, head, counters, send_timeout=self._timeout)
         return span.count
+
+    async def _read(self, fd: int, into: memoryview, offset: int) -> int:
+        """Read what is cached without blocking; read the rest in a worker thread."""
+        counters = self._counters
+        if self._offload.enabled:
+            try:
+                got = os.preadv(fd, [into], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                counters.eagain["preadv2"] += 1
+                got = await self._offload.run(os.preadv, fd, [into], offset)
+                counters.syscalls["preadv"] += 1
+                return got
+            except OSError as exc:
+                if exc.errno != errno.EOPNOTSUPP:
+                    raise
+            else:
+                counters.syscalls["preadv2"] += 1
+                return got
+        got = os.preadv(fd, [into], offset)
+        counters.syscalls["preadv"] += 1
+        return got
 
     async def _send_head_and_body(
         self, sock: socket.socket, head: memoryview, body: memoryview

@@ -40,7 +40,8 @@ from zerocopy.transfer.errors import (
     TransferUnsupported,
     translate_errors,
 )
-from zerocopy.transfer.sockio import retry_writable, send_all
+from zerocopy.transfer.offload import Offload
+from zerocopy.transfer.sockio import retry_writable, send_all, wait_writable
 
 if TYPE_CHECKING:
     from zerocopy.span import FileSpan
@@ -58,13 +59,22 @@ class Sendfile:
     Args:
         counters: Process-wide counters.
         send_timeout: Seconds one wait for the socket may last (see ``sockio.wait_writable``).
+        offload: Runs chunks whose pages are not cached in worker threads (``offload.py``);
+            ``None``: every call runs on the event loop.
     """
 
     name: Final = "sendfile"
 
-    def __init__(self, counters: Counters, *, send_timeout: float = math.inf) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        send_timeout: float = math.inf,
+        offload: Offload | None = None,
+    ) -> None:
         self._counters = counters
         self._timeout = send_timeout
+        self._offload = offload or Offload(counters, threads=0)
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
@@ -79,18 +89,29 @@ class Sendfile:
                 flags = socket.MSG_MORE if remaining else 0
                 await send_all(sock, prefix, counters, flags, send_timeout=self._timeout)
             while remaining:
+                count = min(remaining, CHUNK)
                 try:
-                    sent = await retry_writable(
-                        sock,
-                        counters,
-                        "sendfile",
-                        self._timeout,
-                        os.sendfile,
-                        out,
-                        span.fd,
-                        offset,
-                        min(remaining, CHUNK),
-                    )
+                    if self._offload.cached(span.fd, offset, count):
+                        sent = await retry_writable(
+                            sock,
+                            counters,
+                            "sendfile",
+                            self._timeout,
+                            os.sendfile,
+                            out,
+                            span.fd,
+                            offset,
+                            count,
+                        )
+                    else:
+                        sent = await self._offload.run(os.sendfile, out, span.fd, offset, count)
+                        counters.syscalls["sendfile"] += 1
+                except BlockingIOError:
+                    # Only the offloaded call gets here: the socket was full. Wait on the
+                    # event loop, then probe again (the thread may have cached the pages).
+                    counters.eagain["sendfile"] += 1
+                    await wait_writable(sock, self._timeout)
+                    continue
                 except OSError as exc:
                     if exc.errno in UNSUPPORTED_ERRNOS and offset == span.offset:
                         raise TransferUnsupported("sendfile", exc.errno) from exc

@@ -47,6 +47,7 @@ from zerocopy.transfer.errors import (
     TransferUnsupported,
     translate_errors,
 )
+from zerocopy.transfer.offload import Offload
 from zerocopy.transfer.sockio import retry_writable, send_all
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ class Splice:
         counters: Process-wide counters.
         pipes: Where pipes come from.
         send_timeout: Seconds one wait for the socket may last (see ``sockio.wait_writable``).
+        offload: Runs fills whose pages are not cached in worker threads (``offload.py``);
+            ``None``: every call runs on the event loop.
     """
 
     name: Final = "splice"
@@ -163,10 +166,12 @@ class Splice:
         pipes: PipePool | None = None,
         *,
         send_timeout: float = math.inf,
+        offload: Offload | None = None,
     ) -> None:
         self._counters = counters
         self.pipes = pipes or PipePool()
         self._timeout = send_timeout
+        self._offload = offload or Offload(counters, threads=0)
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""
@@ -201,13 +206,15 @@ class Splice:
         out = sock.fileno()
         offset, remaining = span.offset, span.count
         while remaining:
+            count = min(remaining, pipe.size)
             try:
-                filled = os.splice(
-                    span.fd,
-                    pipe.write_fd,
-                    min(remaining, pipe.size),
-                    offset_src=offset,
-                )
+                if self._offload.cached(span.fd, offset, count):
+                    filled = os.splice(span.fd, pipe.write_fd, count, offset_src=offset)
+                else:
+                    # The fill is the call that reads the disk; the drain stays on the loop.
+                    filled = await self._offload.run(
+                        os.splice, span.fd, pipe.write_fd, count, offset
+                    )
             except OSError as exc:
                 if exc.errno in UNSUPPORTED_ERRNOS and offset == span.offset:
                     raise TransferUnsupported("splice", exc.errno) from exc

@@ -1,0 +1,97 @@
+"""Cold page cache: chunks that would block on the disk run in worker threads, bytes intact."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests import test_transfer_conformance as conformance
+from zerocopy.transfer import Counters, Offload, ReadWrite, Sendfile, Splice
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from zerocopy.transfer import TransferStrategy
+
+MiB = 1024 * 1024
+SIZE = 6 * MiB + 123
+
+
+def _build(name: str, counters: Counters, threads: int) -> TransferStrategy:
+    offload = Offload(counters, threads=threads)
+    if name == "sendfile":
+        return Sendfile(counters, offload=offload)
+    if name == "splice":
+        return Splice(counters, offload=offload)
+    return ReadWrite(counters, offload=offload)
+
+
+def _cold_file(path: Path) -> tuple[int, bytes]:
+    data = random.Random(7).randbytes(SIZE)
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # dirty pages cannot be dropped
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return fd, data
+    os.close(fd)
+    pytest.skip("posix_fadvise(DONTNEED) did not evict the file on this file system")
+
+
+async def _send(strategy: TransferStrategy, fd: int) -> str:
+    sender, receiver = conformance.socket_pair("tcp")
+    with sender, receiver:
+        reader = conformance.Reader(receiver)
+        span = conformance.span_of(fd, 0, SIZE)
+        await conformance.send_parts(strategy, sender, reader, [(b"", span)], deadline=30)
+        return reader.hexdigest
+
+
+@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
+async def test_cold_chunks_are_offloaded_and_bytes_are_intact(tmp_path: Path, name: str) -> None:
+    fd, data = _cold_file(tmp_path / "cold.bin")
+    counters = Counters()
+    strategy = _build(name, counters, threads=2)
+    try:
+        assert await _send(strategy, fd) == conformance.sha256(data)
+    finally:
+        strategy.close()
+        os.close(fd)
+    assert counters.offloaded >= 1
+    assert counters.eagain["preadv2"] >= 1  # the probe (or the RWF_NOWAIT read) saw the miss
+
+
+@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
+async def test_hot_file_stays_on_the_loop(tmp_path: Path, name: str) -> None:
+    fd, data = _cold_file(tmp_path / "hot.bin")
+    os.pread(fd, SIZE, 0)  # now every page is cached
+    counters = Counters()
+    strategy = _build(name, counters, threads=2)
+    try:
+        assert await _send(strategy, fd) == conformance.sha256(data)
+    finally:
+        strategy.close()
+        os.close(fd)
+    assert counters.offloaded == 0
+    assert counters.syscalls["preadv2"] >= 1  # probed (or read) without waiting
+
+
+@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
+async def test_offload_disabled_never_probes(tmp_path: Path, name: str) -> None:
+    fd, data = _cold_file(tmp_path / "cold.bin")
+    counters = Counters()
+    strategy = _build(name, counters, threads=0)
+    try:
+        assert await _send(strategy, fd) == conformance.sha256(data)
+    finally:
+        strategy.close()
+        os.close(fd)
+    assert counters.offloaded == 0
+    assert counters.syscalls["preadv2"] == counters.eagain["preadv2"] == 0

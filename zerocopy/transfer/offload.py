@@ -1,0 +1,95 @@
+"""Cold page cache: keep disk reads off the event loop.
+
+Theory of operation. O_NONBLOCK protects only the socket side. When file pages are not in the
+page cache, ``sendfile``, ``splice`` (file → pipe) and ``preadv`` block the calling thread
+until the disk delivers, and that thread is the event loop: every other connection stalls.
+nginx solves it with ``aio threads``; so do we, per chunk:
+
+* **Probe.** ``preadv2(fd, [1 byte], offset, RWF_NOWAIT)`` raises EAGAIN when the page at
+  ``offset`` is not cached, without waiting (and starts readahead). The zero-copy strategies
+  probe the first and the last page of each chunk: two cheap calls per chunk of up to 2 MiB.
+  It is a heuristic: a page in the middle of a chunk may still miss, but sequential readahead
+  makes that rare. The read/write strategy needs no probe: it reads with RWF_NOWAIT directly
+  and gets what is cached (a short read), or EAGAIN.
+* **Offload.** On a miss, the chunk's blocking call runs in a worker thread
+  (``trio.to_thread.run_sync``), bounded by a :class:`trio.CapacityLimiter`. The socket stays
+  non-blocking, so the thread never waits for the client: an EAGAIN from the socket comes back
+  to the event loop, which waits with ``wait_writable`` as usual.
+* When probing is impossible (EOPNOTSUPP: a file system without RWF_NOWAIT), the chunk is
+  treated as cached, as it was before this module existed.
+
+Counters: each probe counts as a ``preadv2`` call (an EAGAIN probe under ``eagain``), and each
+chunk moved in a thread counts under ``offloaded``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from zerocopy.transfer.counters import Counters
+
+__all__ = ["DEFAULT_THREADS", "Offload"]
+
+DEFAULT_THREADS: Final = 8
+"""Concurrent blocking file reads. Each blocked thread is one disk request in flight and uses
+no CPU while it waits; nginx's default thread pool has 32 threads for many more cores."""
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+
+
+@final
+class Offload:
+    """Probes the page cache and runs blocking file calls in worker threads.
+
+    Args:
+        counters: Process-wide counters.
+        threads: Most concurrent worker threads; 0 disables probing and offloading, so cold
+            reads block the event loop (for comparison benchmarks).
+    """
+
+    def __init__(self, counters: Counters, *, threads: int = DEFAULT_THREADS) -> None:
+        self._counters = counters
+        self._limiter = trio.CapacityLimiter(threads) if threads > 0 else None
+        self._probe = bytearray(1)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether cold chunks go to worker threads."""
+        return self._limiter is not None
+
+    def cached(self, fd: int, offset: int, count: int) -> bool:
+        """Whether the first and last pages of ``count`` bytes at ``offset`` are cached.
+
+        Always true when offloading is disabled. Never blocks.
+        """
+        if self._limiter is None or count <= 0:
+            return True
+        last = offset + count - 1
+        for at in (offset, last) if last // _PAGE != offset // _PAGE else (offset,):
+            try:
+                os.preadv(fd, [self._probe], at, os.RWF_NOWAIT)
+            except BlockingIOError:
+                self._counters.eagain["preadv2"] += 1
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EOPNOTSUPP:
+                    return True
+                raise
+            self._counters.syscalls["preadv2"] += 1
+        return True
+
+    async def run(self, call: Callable[..., int], *args: Any) -> int:
+        """Run a blocking file call in a worker thread and return its result.
+
+        Checkpoints: always. Cancellation waits for the call to finish (it is one chunk of disk
+        I/O), so that no thread outlives the transfer that started it.
+        """
+        assert self._limiter is not None
+        self._counters.offloaded += 1
+        return await trio.to_thread.run_sync(call, *args, limiter=self._limiter)
