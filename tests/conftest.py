@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 from hypothesis import settings
 
-from tests.helpers import random_file
+from tests.helpers import open_fd_count, random_file
 from zerocopy.server import Server, ServerConfig
 
 # CI runs more examples; a developer's `make test` keeps them moderate.
@@ -60,7 +61,24 @@ async def start_server(nursery: trio.Nursery, **options: object) -> Server:
     return server
 
 
+async def stop_server(server: Server) -> None:
+    """Shut down at once (a second shutdown skips the grace period) and wait for the end."""
+    server.shutdown()
+    server.shutdown()
+    with trio.fail_after(10):
+        await server.wait_closed()
+
+
 @pytest.fixture
-async def server(nursery: trio.Nursery, www: Path, strategy: str) -> Server:
-    """A server on ``www`` with the test's strategy; the nursery fixture cancels it."""
-    return await start_server(nursery, root=str(www), strategy=strategy)
+async def server(nursery: trio.Nursery, www: Path, strategy: str) -> AsyncIterator[Server]:
+    """A server on ``www`` with the test's strategy.
+
+    Teardown is a leak check: once the server has stopped, the process holds no more file
+    descriptors than before it started (connections, files, pipes and listeners all closed).
+    Tests must close their own clients.
+    """
+    before = open_fd_count()
+    server = await start_server(nursery, root=str(www), strategy=strategy)
+    yield server
+    await stop_server(server)
+    assert open_fd_count() <= before, "file descriptors leaked"

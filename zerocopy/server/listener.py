@@ -7,13 +7,15 @@ non-blocking pattern and returns a :class:`Connection` that owns a stdlib socket
 
 It also enforces the connection limit: ``accept`` first takes a slot from a semaphore, so past
 the limit the server simply stops accepting and the kernel's backlog holds new clients. The
-slot comes back when the connection closes. trio's ``serve_listeners`` supplies the rest:
-a task per connection, and a pause-and-retry when accept fails with EMFILE or ENFILE.
+slot comes back when the connection closes. When accept fails for lack of descriptors or
+memory (EMFILE, ENFILE), it backs off and retries. trio's ``serve_listeners`` supplies the
+rest: a task per connection, in the handler nursery.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from typing import TYPE_CHECKING, Final, final
 
@@ -40,6 +42,17 @@ _IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
         errno.ENETUNREACH,
     }
 )
+
+
+# Out of file descriptors or kernel memory: the listener is fine, the process is full. trio's
+# serve_listeners would log each one with a traceback and retry every 100 ms; we back off
+# from 10 ms to 1 s and log once per episode, since the condition clears by itself when
+# connections close.
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_BACKOFF_FIRST: Final = 0.01
+_BACKOFF_MAX: Final = 1.0
+
+logger = logging.getLogger("zerocopy.server")
 
 
 @final
@@ -90,11 +103,14 @@ class RawListener(trio.abc.Listener[Connection]):
     async def accept(self) -> Connection:
         """Wait for a free slot and a client; return the connection.
 
+        Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), it backs off and
+        retries, logging once per episode.
+
         Raises:
-            OSError: EMFILE, ENFILE, ENOBUFS, ENOMEM (``serve_listeners`` backs off and retries).
             trio.ClosedResourceError: The listener was closed.
         """
         await self._slots.acquire()
+        backoff = 0.0
         try:
             while True:
                 try:
@@ -104,13 +120,23 @@ class RawListener(trio.abc.Listener[Connection]):
                 except OSError as exc:
                     if exc.errno == errno.EBADF or self.socket.fileno() == -1:
                         raise trio.ClosedResourceError from exc
-                    if exc.errno not in _IGNORABLE_ACCEPT_ERRNOS:
+                    if exc.errno in _CAPACITY_ERRNOS:
+                        if not backoff:
+                            logger.warning(
+                                "accept: %s; pausing accept until resources come back",
+                                exc.strerror,
+                            )
+                        backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, backoff * 2))
+                        await trio.sleep(backoff)
+                    elif exc.errno not in _IGNORABLE_ACCEPT_ERRNOS:
                         raise
                 else:
                     break
         except BaseException:
             self._slots.release()
             raise
+        if backoff:
+            logger.warning("accept: recovered")
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,11 +144,15 @@ class RawListener(trio.abc.Listener[Connection]):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return Connection(sock, peer, self._slots.release)
 
-    async def aclose(self) -> None:
-        """Stop listening."""
+    def close(self) -> None:
+        """Stop listening. Idempotent."""
         if self.socket.fileno() != -1:
             trio.lowlevel.notify_closing(self.socket)
             self.socket.close()
+
+    async def aclose(self) -> None:
+        """Stop listening; checkpoints."""
+        self.close()
         await trio.lowlevel.checkpoint()
 
 

@@ -64,6 +64,12 @@ class ServerStatistics:
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
 
 
+def sock_name(listener: RawListener) -> tuple[str, int]:
+    """The (host, port) a listener is bound to."""
+    host, port = listener.socket.getsockname()[:2]
+    return str(host), int(port)
+
+
 @final
 class ServerState:
     """What every connection of one server shares. Mutated only on the event loop thread."""
@@ -107,10 +113,13 @@ class Server:
         self._state = ServerState(config)
         self._listeners: list[RawListener] = []
         self._metrics_listeners: list[RawListener] = []
+        self._addresses: list[tuple[str, int]] = []
+        self._metrics_port: int | None = None
         self._slots = trio.Semaphore(config.max_connections)
         if config.metrics_port is not None:
             check_available()
         self._accept_scope = trio.CancelScope()
+        self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
 
     def bind(self) -> None:
@@ -124,6 +133,7 @@ class Server:
         config = self.config
         if not self._listeners:
             self._listeners = open_listeners(config.bind, config.port, self._slots)
+            self._addresses = [sock_name(listener) for listener in self._listeners]
         if config.metrics_port is not None and not self._metrics_listeners:
             # Scrapes get a few slots of their own, so a full server can still be observed.
             metrics_slots = trio.Semaphore(4)
@@ -133,8 +143,8 @@ class Server:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """The bound (host, port) pairs; known once :meth:`serve` has started."""
-        return [listener.socket.getsockname()[:2] for listener in self._listeners]
+        """The bound (host, port) pairs; known once bound, and still after shutdown."""
+        return list(self._addresses)
 
     @property
     def port(self) -> int:
@@ -144,9 +154,7 @@ class Server:
     @property
     def metrics_port(self) -> int | None:
         """The bound metrics port, if metrics are on."""
-        if not self._metrics_listeners:
-            return None
-        return int(self._metrics_listeners[0].socket.getsockname()[1])
+        return self._metrics_port
 
     @property
     def root(self) -> str:
@@ -201,15 +209,25 @@ class Server:
                         await trio.serve_listeners(
                             self._handle, self._listeners, handler_nursery=handlers
                         )
-                # Accepting has stopped: step 2 of the shutdown, then the grace period.
+                # Accepting has stopped. Close the listeners now, so that new clients are
+                # refused instead of waiting in the backlog; then step 2 and the grace period.
+                self._close_listeners()
                 for scope in list(self._state.idle_scopes):
                     scope.cancel()
                 handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
         finally:
-            for listener in self._listeners + self._metrics_listeners:
-                await listener.aclose()
+            self._close_listeners()
             self._state.strategy.close()
             self._state.files.clear()
+            self._closed.set()
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners + self._metrics_listeners:
+            listener.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`serve` has returned and released everything it held."""
+        await self._closed.wait()
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; a second call cancels what is still running."""
