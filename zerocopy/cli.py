@@ -35,6 +35,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for switches and help texts that already state theirs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.nargs == 0 or "default" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -62,13 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a directory over HTTP/1.1",
         description="Serve DIR over HTTP/1.1. Ctrl-C or SIGTERM stops gracefully; a second "
         "signal stops at once.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     serve.add_argument("dir", nargs="?", default=".", help="directory to serve")
     serve.add_argument(
-        "--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 or :: for all)"
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to listen on (0.0.0.0 or :: for all)",
     )
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    serve.add_argument(
+        "--port", type=int, default=8000, metavar="N", help="TCP port (0 picks a free one)"
+    )
     serve.add_argument(
         "--strategy",
         choices=list(STRATEGIES),
@@ -93,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics at /metrics on this port (needs zerocopy[metrics])",
+        metavar="N",
+        help="serve Prometheus metrics at /metrics on this port (needs zerocopy[metrics]; "
+        "off by default)",
     )
     serve.add_argument(
         "--log-level",
@@ -105,21 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     timeouts.add_argument(
         "--head-timeout",
         type=_positive,
+        metavar="SECONDS",
         default=10.0,
         help="to receive a whole request head, counted from its first byte",
     )
     timeouts.add_argument(
-        "--idle-timeout", type=_positive, default=15.0, help="keep-alive wait for the next request"
+        "--idle-timeout",
+        type=_positive,
+        default=15.0,
+        metavar="SECONDS",
+        help="keep-alive wait for the next request",
     )
     timeouts.add_argument(
         "--send-timeout",
         type=_positive,
+        metavar="SECONDS",
         default=30.0,
         help="without the client accepting a byte, before the connection is dropped",
     )
     timeouts.add_argument(
         "--shutdown-grace",
         type=_positive,
+        metavar="SECONDS",
         default=10.0,
         help="for in-flight responses to finish after SIGTERM/SIGINT",
     )
@@ -128,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--max-connections",
         type=_count,
+        metavar="N",
         default=default_max_connections(),
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
     )
@@ -149,24 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--max-head-size",
         type=_count,
+        metavar="N",
         default=defaults.max_head_size,
         help="bytes in a request head (431 past it)",
     )
     limits.add_argument(
         "--max-headers",
         type=_count,
+        metavar="N",
         default=defaults.max_header_count,
         help="header fields in a request (431 past it)",
     )
     limits.add_argument(
         "--max-target-length",
         type=_count,
+        metavar="N",
         default=defaults.max_target_length,
         help="bytes in a request-target (414 past it)",
     )
     limits.add_argument(
         "--max-ranges",
         type=_count,
+        metavar="N",
         default=defaults.max_ranges,
         help="ranges in one Range header; past it the whole file is sent",
     )
