@@ -1,34 +1,51 @@
 """Root containment: open a request path so that what is opened lies under the root.
 
 Theory of operation. Python 3.11 has no ``openat2(RESOLVE_BENEATH)``, so the check is made on
-the *opened file*, after ``open``, which leaves no window for a symlink swapped in between a
-check and the open:
+what the path *resolved to*, before anything is opened for reading, which leaves no window for
+a symlink swapped in between a check and the open:
 
-1. ``open(root + path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC [| O_NOFOLLOW])``.
-   O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; a socket
-   cannot be opened at all (ENXIO: 403).
+1. ``open(root + path, O_PATH | O_CLOEXEC [| O_NOFOLLOW])``. ``O_PATH`` resolves the path and
+   pins the inode it found without opening it (open(2): "the file itself is not opened"): no
+   driver's ``open`` runs for a device node, a FIFO does not wait for a writer, no read
+   permission is needed, and a path that leads out of the root through a symlink opens
+   nothing out there. With ``O_NOFOLLOW`` a final symlink is pinned as itself.
 2. ``readlink("/proc/self/fd/N")`` gives the path the kernel actually resolved:
 
-   * without ``follow_symlinks`` it must equal the requested path exactly. O_NOFOLLOW refuses
-     a symlink as the last component (ELOOP: 403); this comparison refuses a symlink anywhere
-     earlier in the path (403);
+   * without ``follow_symlinks`` it must equal the requested path exactly, and ``fstat``
+     must not say "symlink": a symlink anywhere in the path is refused (403), as nginx's
+     ``disable_symlinks on`` refuses it;
    * with ``follow_symlinks`` it must lie under the root's real path; a link that leads out is
      answered 404, the same as a missing file, so it reveals nothing about what lies outside
      (aiohttp CVE-2024-23334).
 
 3. ``fstat``: only regular files and directories are served. FIFOs, sockets and devices: 403.
-   This comes *after* the containment check, so that a link to ``/dev/null`` or to a FIFO
-   outside the root is a 404 like any other link that leads out, not a 403 that tells them
-   apart.
+   This check comes *after* the containment check, so that a link to ``/dev/null`` or to a
+   FIFO outside the root is a 404 like any other link that leads out, not a 403 that tells
+   them apart.
+4. ``open("/proc/self/fd/N", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)`` reopens the very
+   inode that was checked (no path is resolved again, so nothing can be swapped in), and the
+   ``O_PATH`` descriptor is closed. Read permission is checked here: EACCES, 403.
 
-Three syscalls per open, whatever the depth of the path. Paths come in as segments already
-decoded and checked by the HTTP layer (no ``..``, NUL or empty segments); they are checked
-again here, because this layer is what keeps requests under the root and must not depend on
-its caller for that: an unsafe segment is a 404, before any file-system access.
+Five syscalls per open, whatever the depth of the path; the open-file cache (``cache.py``)
+saves them for files that are asked for again.
+
+A failed open must not tell what lies beyond a symlink either: without the rule below,
+``link-out/missing`` (ENOENT: 404) and ``link-out/secret`` (opens, then refused: 403) would
+tell a prober which files exist outside the root, as aiohttp CVE-2025-69226 did. So when the
+open fails, the longest leading part of the path that still opens is found (by bisection: a
+prefix that opens means every shorter one does) and checked as in step 2; if it went through
+a symlink, or out of the root, the answer is the one a path through it gets when it opens.
+Only failures pay for this, with a few ``O_PATH`` opens.
+
+Paths come in as segments already decoded and checked by the HTTP layer (no ``..``, NUL or
+empty segments); they are checked again here, because this layer is what keeps requests under
+the root and must not depend on its caller for that: an unsafe segment is a 404, before any
+file-system access.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -41,7 +58,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Opened", "Root"]
 
+_PATH_FLAGS: Final = os.O_PATH | os.O_CLOEXEC
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# Out of descriptors: probing the path would only fail the same way.
+_NO_PROBE: Final = frozenset({errno.EMFILE, errno.ENFILE})
 # Segments that would step out of, or sideways in, the path being built.
 _UNSAFE_SEGMENTS: Final = frozenset({"", ".", ".."})
 
@@ -119,7 +139,7 @@ class Root:
         self.follow_symlinks = follow_symlinks
         self._prefix = os.fsencode(real).rstrip(b"/")
         self._beneath = self._prefix + b"/"  # b"/" when the root is "/" itself.
-        self._flags = _OPEN_FLAGS if follow_symlinks else _OPEN_FLAGS | os.O_NOFOLLOW
+        self._flags = _PATH_FLAGS if follow_symlinks else _PATH_FLAGS | os.O_NOFOLLOW
 
     def path_of(self, segments: Sequence[str]) -> bytes:
         """The absolute path that ``segments`` name, before any symlink is resolved.
@@ -147,23 +167,71 @@ class Root:
         """
         wanted = self.path_of(segments)
         try:
-            fd = os.open(wanted, self._flags)
+            handle = os.open(wanted, self._flags)
         except OSError as exc:
-            raise refusal(exc) from None
+            raise self._refuse_failed(segments, exc) from None
         try:
-            actual = os.readlink(b"/proc/self/fd/%d" % fd)
-            if self.follow_symlinks:
-                if actual != self._prefix and not actual.startswith(self._beneath):
-                    raise Refused(404, "symlink leads outside the root")
-            elif actual != wanted:
-                raise Refused(403, "symlink in path")
-            info = os.fstat(fd)
+            actual, info = self._describe(handle)
+            escape = self._escape(actual, wanted, info)
+            if escape is not None:
+                raise escape
             if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
                 raise Refused(403, "not a regular file or directory")
-        except OSError as exc:
-            os.close(fd)
-            raise refusal(exc) from None
-        except BaseException:
-            os.close(fd)
-            raise
+            try:
+                fd = os.open(b"/proc/self/fd/%d" % handle, _OPEN_FLAGS)
+            except OSError as exc:
+                raise refusal(exc) from None
+        finally:
+            os.close(handle)
         return Opened(fd, info, actual)
+
+    @staticmethod
+    def _describe(handle: int) -> tuple[bytes, os.stat_result]:
+        """Where ``handle`` resolved to, and its ``fstat``; raises :class:`Refused`."""
+        try:
+            return os.readlink(b"/proc/self/fd/%d" % handle), os.fstat(handle)
+        except OSError as exc:
+            raise refusal(exc) from None
+
+    def _escape(self, actual: bytes, wanted: bytes, info: os.stat_result) -> Refused | None:
+        """The refusal for a path that went through a symlink or out of the root, if it did."""
+        if self.follow_symlinks:
+            if actual != self._prefix and not actual.startswith(self._beneath):
+                return Refused(404, "symlink leads outside the root")
+        elif actual != wanted or stat.S_ISLNK(info.st_mode):
+            return Refused(403, "symlink in path")
+        return None
+
+    def _refuse_failed(self, segments: Sequence[str], exc: OSError) -> Refused:
+        """The refusal for a path whose open failed with ``exc``; see the module docstring."""
+        refused = refusal(exc)
+        if exc.errno in _NO_PROBE:
+            return refused
+        # Bisect on the length of the prefix: `low` opens (0 is the root itself), and no
+        # prefix longer than `high` does; the whole path, len(segments), failed.
+        low, high = 0, len(segments) - 1
+        found: tuple[int, bytes] | None = None
+        try:
+            while low < high:
+                middle = (low + high + 1) // 2
+                wanted = self.path_of(segments[:middle])
+                try:
+                    handle = os.open(wanted, self._flags)
+                except OSError:
+                    high = middle - 1
+                    continue
+                if found is not None:
+                    os.close(found[0])
+                found = (handle, wanted)
+                low = middle
+            if found is None:
+                return refused  # The failure is in the root's own entries.
+            handle, wanted = found
+            try:
+                actual, info = self._describe(handle)
+            except Refused:
+                return refused
+            return self._escape(actual, wanted, info) or refused
+        finally:
+            if found is not None:
+                os.close(found[0])

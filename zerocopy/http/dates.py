@@ -85,6 +85,8 @@ def parse_http_date(value: bytes, *, now: float | None = None) -> int | None:
         return None
     rest = (_MONTHS[month], int(day), int(hour), int(minute), int(second))
     full_year = int(year) if len(year) == 4 else _rfc850_year(int(year), rest, now)
+    if full_year < 1:  # "0000": the proleptic calendar (and calendar.timegm) starts at 1.
+        return None
     month_number, day_number, hour_number, minute_number, second_number = rest
     if not 1 <= day_number <= calendar.monthrange(full_year, month_number)[1]:
         return None

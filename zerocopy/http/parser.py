@@ -16,7 +16,10 @@ obs-fold, whitespace before the colon. It leaves these to us, checked in
   would mean finding the request line again in bytes it has already consumed;
 * a missing or repeated Host on HTTP/1.1, a repeated Host on 1.0: 400;
 * Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: faulty framing): 400;
-* the request-target length (414), header count and head size (431), body size (413).
+* the request-target length (414), header count and head size (431), body size (413). A
+  Content-Length over the limit is refused as soon as the head is complete, as nginx's
+  ``client_max_body_size`` is: waiting for the body would let a client that announces a
+  gigabyte and sends nothing hold the connection until the head timeout.
 
 A request that ends the connection (``Connection: close``, HTTP/1.0 without keep-alive, an
 Upgrade) is the last one returned: RFC 9112 §9.6 says the server "MUST NOT process any further
@@ -276,6 +279,10 @@ class RequestParser:
             raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
         if version == "1.0" and b"transfer-encoding" in headers:
             raise _Abort(HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request"))
+        # llhttp has checked the value (digits, below 2**64, not repeated); OWS may surround it.
+        length = headers.get(b"content-length", b"").strip(b" \t")
+        if length.isdigit() and int(length) > self._limits.max_body_size:
+            raise _Abort(HTTPError(413, "declared request body too large"))
         has_body = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
         self._request = Request(
             method=parser.get_method().decode("ascii"),

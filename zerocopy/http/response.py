@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, final
 
@@ -102,6 +103,12 @@ def _head(
     )
 
 
+@lru_cache(maxsize=4096)
+def _validators(mtime: int, etag: bytes) -> bytes:
+    # The same file is asked for again and again; formatting its date is most of this.
+    return b"Last-Modified: %s\r\nETag: %s\r\n" % (format_http_date(mtime), etag)
+
+
 def plan_error(
     error: HTTPError,
     *,
@@ -175,7 +182,7 @@ def plan_file(
         max_ranges: The range-count guard.
     """
     version = request.version
-    validators = b"Last-Modified: %s\r\nETag: %s\r\n" % (format_http_date(rep.mtime), rep.etag)
+    validators = _validators(rep.mtime, rep.etag)
     precondition = evaluate_preconditions(request, rep.etag, rep.mtime)
     if precondition == 304:
         head = _head(304, date, [validators], version=version, keep_alive=keep_alive)

@@ -18,6 +18,7 @@ Shutdown, started by :meth:`Server.shutdown` (the CLI calls it on SIGTERM or SIG
 from __future__ import annotations
 
 import logging
+import mimetypes
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -77,6 +78,8 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
+        # Read the system's MIME tables now, not during the first request.
+        mimetypes.init()
         self.files = OpenFileCache(self.root, max_entries=config.open_file_cache)
         self.dates = DateCache()
         self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)

@@ -9,11 +9,10 @@ tell the client that the body is incomplete.
 from __future__ import annotations
 
 import errno
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from types import TracebackType
 
 __all__ = [
     "FileTruncated",
@@ -80,18 +79,38 @@ class TransferUnsupported(TransferError):
         self.errno = code
 
 
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Map OSError from a socket or file syscall to :class:`TransferError`.
+@final
+class _TranslateErrors:
+    """The context manager behind :func:`translate_errors`: a class, not a generator, because
+    every chunk of every response enters one, and ``@contextmanager`` costs several times
+    more per use."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, OSError) or isinstance(exc, BlockingIOError):
+            return
+        if exc.errno in PEER_GONE_ERRNOS:
+            raise PeerGone(str(exc)) from exc
+        raise TransferError(f"I/O error: {exc}") from exc
+
+
+_TRANSLATE: Final = _TranslateErrors()
+
+
+def translate_errors() -> _TranslateErrors:
+    """Map OSError from a socket or file syscall to :class:`TransferError`, as a context
+    manager.
 
     BlockingIOError passes through untouched: it belongs to the retry loops, which wait for
     the socket and try again.
     """
-    try:
-        yield
-    except BlockingIOError:
-        raise
-    except OSError as exc:
-        if exc.errno in PEER_GONE_ERRNOS:
-            raise PeerGone(str(exc)) from exc
-        raise TransferError(f"I/O error: {exc}") from exc
+    return _TRANSLATE

@@ -6,7 +6,8 @@ Every call here follows ``trio/_socket.py``'s ``_nonblocking_helper``:
 2. try the syscall on the non-blocking socket;
 3. on success, ``cancel_shielded_checkpoint()``, so that every call yields to the scheduler
    once, even on a loopback socket that never returns EAGAIN;
-4. on EAGAIN, ``wait_writable`` (or ``wait_readable``) and try again.
+4. on EAGAIN, ``wait_writable`` (or ``wait_readable``), which is itself the checkpoint, and
+   try again until the call succeeds; no second checkpoint after that success.
 
 So each chunk of every transfer is a checkpoint, and one fast client cannot starve the rest.
 """
@@ -68,19 +69,27 @@ async def retry_writable(
     Raises:
         SendTimeout: A wait for the socket lasted ``send_timeout`` seconds.
 
-    Checkpoints: always, once per successful call; also while waiting.
+    Checkpoints: exactly once per call of this function, as trio's ``_nonblocking_helper``
+    does: after a first attempt that succeeds, or in the wait after one that did not.
     """
     await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        result = call(*args)
+    except BlockingIOError:
+        pass
+    else:
+        counters.syscalls[name] += 1
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
     while True:
+        counters.eagain[name] += 1
+        await wait_writable(sock, send_timeout)
         try:
             result = call(*args)
         except BlockingIOError:
-            counters.eagain[name] += 1
-            await wait_writable(sock, send_timeout)
-        else:
-            counters.syscalls[name] += 1
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return result
+            continue
+        counters.syscalls[name] += 1
+        return result
 
 
 async def send_all(
@@ -106,17 +115,25 @@ async def send_all(
 async def recv(sock: socket.socket, size: int, counters: Counters) -> bytes:
     """Read at most ``size`` bytes; ``b""`` at end of file.
 
-    Checkpoints: always.
+    Checkpoints: exactly once, like :func:`retry_writable`.
     """
     await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        data = sock.recv(size)
+    except BlockingIOError:
+        pass
+    else:
+        counters.syscalls["recvfrom"] += 1
+        counters.bytes_copied_in += len(data)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
     while True:
+        counters.eagain["recvfrom"] += 1
+        await trio.lowlevel.wait_readable(sock)
         try:
             data = sock.recv(size)
         except BlockingIOError:
-            counters.eagain["recvfrom"] += 1
-            await trio.lowlevel.wait_readable(sock)
-        else:
-            counters.syscalls["recvfrom"] += 1
-            counters.bytes_copied_in += len(data)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            continue
+        counters.syscalls["recvfrom"] += 1
+        counters.bytes_copied_in += len(data)
+        return data
