@@ -143,6 +143,7 @@ class Server:
             self._metrics_listeners = open_listeners(
                 config.bind, config.metrics_port, metrics_slots
             )
+            self._metrics_port = sock_name(self._metrics_listeners[0])[1]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -18,8 +18,8 @@ nginx solves it with ``aio threads``; so do we, per chunk:
 * When probing is impossible (EOPNOTSUPP: a file system without RWF_NOWAIT), the chunk is
   treated as cached, as it was before this module existed.
 
-Counters: each probe counts as a ``preadv2`` call (an EAGAIN probe under ``eagain``), and each
-chunk moved in a thread counts under ``offloaded``.
+Counters: each probe counts as a ``preadv2`` call (an EAGAIN probe under ``eagain``), its byte
+as copied into user space, and each chunk moved in a thread under ``offloaded``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Offload:
         last = offset + count - 1
         for at in (offset, last) if last // _PAGE != offset // _PAGE else (offset,):
             try:
-                os.preadv(fd, [self._probe], at, os.RWF_NOWAIT)
+                got = os.preadv(fd, [self._probe], at, os.RWF_NOWAIT)
             except BlockingIOError:
                 self._counters.eagain["preadv2"] += 1
                 return False
@@ -82,6 +82,7 @@ class Offload:
                     return True
                 raise
             self._counters.syscalls["preadv2"] += 1
+            self._counters.bytes_copied_in += got  # one byte, but a copy all the same
         return True
 
     async def run(self, call: Callable[..., int], *args: Any) -> int:
