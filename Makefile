@@ -48,3 +48,38 @@ test: check pytest
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Load sweep and peer comparison with wrk (see bench/LOAD.md). Extra flags, e.g.
+# `make bench-load BENCH_LOAD_ARGS=--quick` or `make bench-peers BENCH_PEERS_ARGS="--repetitions 5"`.
+BENCH_LOAD_ARGS ?=
+BENCH_PEERS_ARGS ?=
+.PHONY: bench-load bench-peers
+
+bench-load: $(VENV)/.dev
+	$(BIN)/python -m bench.load $(BENCH_LOAD_ARGS)
+
+bench-peers: $(VENV)/.dev
+	$(BIN)/python -m bench.peers $(BENCH_PEERS_ARGS)
+
+# The strategy benchmark suite (see bench/README.md): latency, server CPU and copy counts per
+# strategy into bench/results/, then report.md and its charts. `bench-quick` is the same
+# pipeline on tiny sizes into bench/results/quick/, and `bench-check` validates its artefacts
+# (no timing is checked): the smoke test for `make test`. `bench-report` re-renders a report,
+# e.g. after `make bench-load` or `make bench-peers` (BENCH_RESULTS=bench/results/quick for
+# the quick one).
+BENCH_ARGS ?=
+BENCH_RESULTS ?= bench/results
+.PHONY: bench bench-quick bench-check bench-report
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.check bench/results
+
+bench-quick: $(VENV)/.dev
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+bench-check: bench-quick
+	$(BIN)/python -m bench.check bench/results/quick
+
+bench-report: $(VENV)/.dev
+	$(BIN)/python -m bench.report $(BENCH_RESULTS)
