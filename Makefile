@@ -21,7 +21,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 
 # Everything the checks, tests and benchmarks need.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench,metrics]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench,metrics,peers]'
 	touch $@ $(VENV)/.base
 
 serve: $(VENV)/.base
@@ -43,7 +43,9 @@ check: lint typecheck
 pytest: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: check pytest
+# The whole gate: static checks, the test suite, and the benchmark pipeline on tiny sizes
+# (artefacts checked, no timing).
+test: check pytest bench-check
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
@@ -53,13 +55,22 @@ clean:
 # `make bench-load BENCH_LOAD_ARGS=--quick` or `make bench-peers BENCH_PEERS_ARGS="--repetitions 5"`.
 BENCH_LOAD_ARGS ?=
 BENCH_PEERS_ARGS ?=
-.PHONY: bench-load bench-peers
+.PHONY: bench-load bench-peers bench-hardening bench-cold bench-slow bench-idle
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python -m bench.load $(BENCH_LOAD_ARGS)
 
 bench-peers: $(VENV)/.dev
 	$(BIN)/python -m bench.peers $(BENCH_PEERS_ARGS)
+
+# Hardening benchmarks (bench/hardening.py; not run in CI): hot p99 under cold 256 MiB
+# downloads with and without offload, slowhttptest attacks, 5,000 idle connections.
+BENCH_HARDENING_ARGS ?=
+bench-hardening: $(VENV)/.dev
+	$(BIN)/python -m bench.hardening all $(BENCH_HARDENING_ARGS)
+
+bench-cold bench-slow bench-idle: $(VENV)/.dev
+	$(BIN)/python -m bench.hardening $(@:bench-%=%) $(BENCH_HARDENING_ARGS)
 
 # The strategy benchmark suite (see bench/README.md): latency, server CPU and copy counts per
 # strategy into bench/results/, then report.md and its charts. `bench-quick` is the same
