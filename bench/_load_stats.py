@@ -1,4 +1,4 @@
-"""The pure arithmetic of the load benchmarks: sizes, medians, the knee, ratios to nginx.
+"""The pure arithmetic of the load benchmarks: medians, the knee, ratios to nginx, table cells.
 
 Nothing here runs a process or reads a clock, so all of it is unit-tested on synthetic tables
 (``tests/test_bench_load.py``).
@@ -19,7 +19,6 @@ at least doubling per step.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,40 +33,15 @@ __all__ = [
     "KneePoint",
     "Sample",
     "find_knee",
-    "format_size",
+    "finite_or_none",
+    "format_cell",
     "median",
     "median_ratios",
-    "parse_size",
+    "medians_by",
 ]
-
-_SIZE_RE: Final = re.compile(r"^\s*([0-9]+)\s*(|B|K|KB|KiB|M|MB|MiB|G|GB|GiB)\s*$", re.IGNORECASE)
-_SIZE_UNITS: Final = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 NGINX_BASELINES: Final = ("nginx-sendfile", "nginx-nosendfile")
 """The candidates that together form "nginx at its best" for the peer ratios."""
-
-
-def parse_size(text: str) -> int:
-    """``"4KiB"``, ``"4k"``, ``"1MiB"``, ``"4096"`` to bytes (binary multiples throughout).
-
-    Raises:
-        ValueError: on anything else, or on zero.
-    """
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (examples: 4KiB, 1MiB, 65536)")
-    size = int(match[1]) * _SIZE_UNITS[match[2][:1].lower()]
-    if size <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return size
-
-
-def format_size(size: int) -> str:
-    """The inverse of ``parse_size``: 4096 -> ``"4KiB"``, 1000 -> ``"1000B"``."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return f"{size}B"
 
 
 def median(values: Iterable[float]) -> float:
@@ -201,3 +175,10 @@ def _number(value: object) -> float:
     if isinstance(value, int | float):
         return float(value)
     raise TypeError(f"not a number: {value!r}")
+
+
+def format_cell(value: object, digits: int = 0, suffix: str = "") -> str:
+    """A number for a markdown summary table (``1,234``, ``0.25``, ``3%``); ``-`` if none."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"

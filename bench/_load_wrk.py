@@ -1,4 +1,4 @@
-"""Running wrk, and parsing what it prints.
+"""Running wrk against a server, parsing what it prints, and what the server's CPU did meanwhile.
 
 Theory of operation: wrk (Debian's 4.1) is a *closed-loop* load generator. Each of its
 connections sends the next request only when the previous response has arrived, so while the
@@ -12,6 +12,12 @@ wrk prints human units with two decimals (``src/units.c``): times in ``us``, ``m
 ``--latency`` flag adds a "Latency Distribution" block with the 50/75/90/99th percentiles.
 Requests that take longer than ``--timeout`` (2 s by default) are counted as timeouts and left
 out of the latency statistics altogether.
+
+Around each run :func:`measure` reads, from :mod:`bench.procfs`, the server's process group
+(utime + stime, involuntary context switches) and, when the server is pinned, its CPU's
+``/proc/stat`` line and that CPU's ``ksoftirqd`` thread: on loopback the kernel processes both
+ends of TCP in softirq on the sending CPU, time that is charged to no process (or to
+ksoftirqd), so "server CPU" alone leaves out part of what serving costs.
 """
 
 from __future__ import annotations
@@ -24,15 +30,24 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
+
+from bench.procfs import CLOCK_TICKS, CpuTimes, cpu_times, ksoftirqd_pid, sample, sample_group
+from bench.serverproc import ServerStartError, taskset_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from bench.dataset import DocFile
+    from bench.serverproc import RunningServer
+
 __all__ = [
+    "Measurement",
     "SocketErrors",
     "WrkError",
     "WrkResult",
+    "WrkSettings",
+    "measure",
     "parse_wrk",
     "parse_wrk_time_ms",
     "run_wrk",
@@ -211,9 +226,7 @@ def wrk_command(
         "--latency",
         url,
     ]
-    if cpu is not None:
-        argv = ["taskset", "-c", str(cpu), *argv]
-    return argv
+    return [*taskset_prefix(cpu), *argv]
 
 
 def run_wrk(argv: Sequence[str], *, timeout_s: float) -> WrkResult:
@@ -270,3 +283,154 @@ def wrk_version(wrk: str = "wrk") -> str | None:
     ).stdout
     first = out.splitlines()[0] if out else ""
     return first.split(" Copyright")[0].strip() or None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WrkSettings:
+    """What every wrk run of one benchmark shares.
+
+    Attributes:
+        threads: wrk's ``-t`` (capped at the connection count).
+        timeout_s: wrk's ``--timeout``.
+        wrk_cpu: the CPU wrk is pinned to, or None.
+        server_cpu: the CPU the servers are pinned to, or None (then no per-CPU readings).
+    """
+
+    threads: int
+    timeout_s: int
+    wrk_cpu: int | None
+    server_cpu: int | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One wrk run against one server, with what the server's CPU did meanwhile."""
+
+    wrk: WrkResult
+    server_cpu_s: float
+    involuntary_switches: int
+    """How often the server's threads were preempted during the run."""
+    pinned_cpu: CpuTimes | None = None
+    """The server CPU's counters over the run, when the server is pinned."""
+    ksoftirqd_s: float = 0.0
+    """CPU time of the pinned CPU's ksoftirqd thread over the run: softirq work (loopback TCP)
+    that the kernel deferred to it instead of running it on the way out of a syscall."""
+
+    @property
+    def cpu_per_req_us(self) -> float:
+        return self.server_cpu_s / self.wrk.requests * 1e6 if self.wrk.requests else math.nan
+
+    @property
+    def cpu_irq_per_req_us(self) -> float:
+        """Server CPU plus the pinned CPU's irq and softirq time (including its ksoftirqd
+        thread), per request: the fuller cost, since loopback TCP processing in softirq is
+        charged to no process, or to ksoftirqd (pinned runs only)."""
+        if self.pinned_cpu is None or not self.wrk.requests:
+            return math.nan
+        irq_s = self.pinned_cpu.irq_ticks / CLOCK_TICKS + self.ksoftirqd_s
+        return (self.server_cpu_s + irq_s) / self.wrk.requests * 1e6
+
+    def _pct(self, ticks: float) -> float:
+        if self.pinned_cpu is None or self.pinned_cpu.total_ticks <= 0:
+            return math.nan
+        return 100.0 * ticks / self.pinned_cpu.total_ticks
+
+    @property
+    def pinned_cpu_other_pct(self) -> float:
+        """Share of the run's wall time that the server's CPU gave to other processes or to
+        the hypervisor (steal): what the server competed with. High means a disturbed run."""
+        if self.pinned_cpu is None:
+            return math.nan
+        mine_s = self.server_cpu_s + self.ksoftirqd_s
+        other = self.pinned_cpu.task_ticks - mine_s * CLOCK_TICKS
+        return self._pct(max(0.0, other) + self.pinned_cpu.steal_ticks)
+
+    @property
+    def pinned_cpu_irq_pct(self) -> float:
+        """Share of the run that the server's CPU spent in interrupts and softirqs (ksoftirqd
+        included): mostly the loopback TCP processing of the benchmark's own traffic."""
+        if self.pinned_cpu is None:
+            return math.nan
+        return self._pct(self.pinned_cpu.irq_ticks + self.ksoftirqd_s * CLOCK_TICKS)
+
+    @property
+    def pinned_cpu_steal_pct(self) -> float:
+        return self._pct(self.pinned_cpu.steal_ticks if self.pinned_cpu else math.nan)
+
+    def fields(self) -> dict[str, Any]:
+        """The figures every row of ``load.json`` and ``peers.json`` carries."""
+        wrk = self.wrk
+        return {
+            "rps": wrk.rps,
+            "p50_ms": wrk.p50_ms,
+            "p99_ms": wrk.p99_ms,
+            "server_cpu_s": self.server_cpu_s,
+            "server_cpu_per_req_us": self.cpu_per_req_us,
+            "server_cpu_irq_per_req_us": self.cpu_irq_per_req_us,
+            "requests": wrk.requests,
+            "socket_errors": {
+                "connect": wrk.socket_errors.connect,
+                "read": wrk.socket_errors.read,
+                "write": wrk.socket_errors.write,
+                "timeout": wrk.socket_errors.timeout,
+            },
+            "non_2xx_3xx": wrk.non_2xx_3xx,
+            "errors": wrk.errors,
+            "server_involuntary_switches": self.involuntary_switches,
+            "pinned_cpu_other_pct": self.pinned_cpu_other_pct,
+            "pinned_cpu_steal_pct": self.pinned_cpu_steal_pct,
+            "pinned_cpu_irq_pct": self.pinned_cpu_irq_pct,
+        }
+
+    def describe(self) -> str:
+        """One line for the progress display."""
+        cpu = self.cpu_per_req_us
+        warn = f" ERRORS {self.wrk.errors}" if self.wrk.errors else ""
+        return (
+            f"{self.wrk.rps:,.0f} req/s, p50 {self.wrk.p50_ms:.2f} ms, "
+            f"p99 {self.wrk.p99_ms:.2f} ms, {cpu if math.isfinite(cpu) else 0.0:.1f} µs CPU/req"
+            f"{warn}"
+        )
+
+
+def measure(
+    server: RunningServer,
+    doc: DocFile,
+    *,
+    connections: int,
+    duration_s: int,
+    settings: WrkSettings,
+) -> Measurement:
+    """One wrk run against ``server`` for ``doc``, bracketed by the group's /proc counters.
+
+    Raises:
+        WrkError: wrk failed.
+        ServerStartError: the server died during the run.
+    """
+    argv = wrk_command(
+        server.url(doc.path),
+        connections=connections,
+        duration_s=duration_s,
+        threads=settings.threads,
+        timeout_s=settings.timeout_s,
+        cpu=settings.wrk_cpu,
+    )
+    cpu = settings.server_cpu
+    softirqd = ksoftirqd_pid(cpu) if cpu is not None else None
+    softirqd_pids = [] if softirqd is None else [softirqd]
+    core = cpu_times(cpu) if cpu is not None else None
+    softirqd_before = sample(softirqd_pids)
+    before = sample_group(server.pgid)
+    # wrk stops itself after the duration; the bound only guards against a hung wrk.
+    result = run_wrk(argv, timeout_s=duration_s + settings.timeout_s + 30)
+    used = sample_group(server.pgid) - before
+    softirqd_s = (sample(softirqd_pids) - softirqd_before).ticks_s
+    core_delta = cpu_times(cpu) - core if cpu is not None and core is not None else None
+    if server.proc.poll() is not None:
+        raise ServerStartError(
+            f"{server.name} exited with status {server.proc.returncode} during a run",
+            server.log_tail(),
+        )
+    return Measurement(result, used.ticks_s, used.involuntary, core_delta, softirqd_s)

@@ -39,11 +39,12 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from bench.serverproc import running_server
+from bench import dataset, procfs
+from bench.plan import MiB
+from bench.serverproc import running_server, signals_raise_keyboard_interrupt
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 HOT: Final = "hot.bin"
-MiB: Final = 1024 * 1024
 
 
 def _pin_client() -> None:
@@ -133,13 +134,6 @@ def _read_response(sock: socket.socket, buffer: bytearray) -> None:
         remaining -= count
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 def _meta() -> dict[str, Any]:
     return {
         "kernel": platform.release(),
@@ -153,30 +147,15 @@ def _meta() -> dict[str, Any]:
 
 
 def _make_file(path: Path, size: int) -> None:
-    if path.exists() and path.stat().st_size == size:
-        return
-    block = os.urandom(MiB)
-    with path.open("wb") as f:
-        for _ in range(size // MiB):
-            f.write(block)
-        f.write(block[: size % MiB])
-        f.flush()
-        os.fsync(f.fileno())
+    """Write the file unless it is there with this size already (``--data`` keeps them)."""
+    if not (path.exists() and path.stat().st_size == size):
+        dataset.write_file(path, size)
 
 
 def _evict(path: Path) -> bool:
     """Drop the file's pages; True if its first page is then not cached."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        try:
-            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return True
-        return False
-    finally:
-        os.close(fd)
+    dataset.evict(str(path))
+    return dataset.is_cached(str(path)) is False
 
 
 DOWNLOAD_RATE: Final = "100M"
@@ -403,17 +382,17 @@ def run_idle(root: Path, *, quick: bool) -> dict[str, Any]:
         with Probe(server.port) as warm:
             time.sleep(0.5)
         del warm
-        rss_before = _rss_kib(server.pid)
+        rss_before = procfs.rss_kib(server.pid)
         with Probe(server.port) as probe:
             time.sleep(1.0 if quick else 3.0)
         baseline = _summary(probe.latencies)
         socks = _open_idle(server.port, count)
         try:
-            rss_with = _rss_kib(server.pid)
+            rss_with = procfs.rss_kib(server.pid)
             with Probe(server.port) as probe:
                 time.sleep(hold)
             held = _summary(probe.latencies)
-            rss_end = _rss_kib(server.pid)
+            rss_end = procfs.rss_kib(server.pid)
             alive = 0
             for sock in socks:  # still open: a read would block, not return EOF
                 try:
@@ -522,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / "hardening.json"
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     results["meta"] = _meta()
-    with contextlib.ExitStack() as stack:
+    with signals_raise_keyboard_interrupt(), contextlib.ExitStack() as stack:
         root = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/var/tmp")))
         root.mkdir(parents=True, exist_ok=True)
         _make_file(root / HOT, 4096)

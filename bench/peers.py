@@ -14,51 +14,36 @@ See ``bench/LOAD.md`` for the settings of each peer and the caveats.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import math
 import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
-from bench._load_env import (
+from bench._load_run import (
     COORDINATED_OMISSION_NOTE,
-    Budget,
-    Pinning,
+    Cell,
+    LoadRun,
     add_common_arguments,
-    choose_pinning,
-    line_buffered_stdout,
-    machine_meta,
-    parse_size_list,
-    signals_raise_keyboard_interrupt,
+    new_parser,
     write_json,
 )
-from bench._load_progress import Progress
-from bench._load_servers import (
-    ServerSet,
-    ServerStartError,
-    VerificationError,
-    free_port,
-    make_docroot,
-    measure,
-    nginx_binary,
-    nginx_version,
-    render_template,
-    verify_file,
-    zerocopy_argv,
-)
-from bench._load_stats import NGINX_BASELINES, Sample, finite_or_none, median_ratios, medians_by
-from bench._load_wrk import WrkError, wrk_version
+from bench._load_stats import NGINX_BASELINES, Sample, format_cell, median_ratios, medians_by
+from bench.dataset import VerificationError, make_docroot, verify_file
+from bench.serverproc import ServerSet, ServerStartError, zerocopy_argv
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Mapping, Sequence
 
-    from bench._load_servers import DocFile, RunningServer
+    from bench._load_wrk import Measurement
+    from bench.dataset import DocFile
+    from bench.serverproc import RunningServer
 
 PEERS_DIR: Final = Path(__file__).resolve().parent / "peers"
 
@@ -91,6 +76,54 @@ RATIO_NOTE: Final = (
     "measured in the same repetition; the medians over repetitions are reported. "
     "rps_vs_nginx > 1 is faster than nginx; cpu_vs_nginx < 1 is cheaper."
 )
+
+
+_MEDIAN_FIELDS: Final = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_per_req_us",
+    "server_cpu_irq_per_req_us",
+    "requests",
+    "errors",
+    "pinned_cpu_other_pct",
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot bind 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def render_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace ``@NAME@`` placeholders; nginx's own ``$variables`` are left alone.
+
+    Raises:
+        KeyError: if a placeholder has no value, or a value is never used.
+    """
+    names = set(re.findall(r"@([A-Z_]+)@", template))
+    if missing := names - set(values):
+        raise KeyError(f"template placeholders without a value: {sorted(missing)}")
+    if unused := set(values) - names:
+        raise KeyError(f"values for no placeholder: {sorted(unused)}")
+    return re.sub(r"@([A-Z_]+)@", lambda match: values[match[1]], template)
+
+
+def nginx_binary() -> str | None:
+    """nginx from PATH, or Debian's /usr/sbin/nginx (not on a normal user's PATH)."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def nginx_version(binary: str) -> str:
+    """``nginx/1.22.1`` (nginx prints its version on stderr)."""
+    result = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    return (result.stderr or result.stdout).strip().removeprefix("nginx version: ")
 
 
 @final
@@ -234,29 +267,19 @@ def candidates() -> dict[str, Candidate]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.peers",
-        description="zerocopy against nginx, aiohttp, uvicorn+Starlette and http.server with "
-        "wrk (writes bench/results/peers.json).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = new_parser(
+        "python -m bench.peers",
+        "zerocopy against nginx, aiohttp, uvicorn+Starlette and http.server with wrk "
+        "(writes bench/results/peers.json).",
     )
     parser.add_argument(
         "--candidates",
         default=",".join(CANDIDATES),
         help="comma-separated candidates, measured alternately in this order",
     )
-    parser.add_argument(
-        "--sizes", type=parse_size_list, default="4KiB,1MiB", help="comma-separated file sizes"
-    )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     add_common_arguments(parser, output="peers.json")
     return parser
-
-
-def _fmt(value: object, digits: int = 0, suffix: str = "") -> str:
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        return "-"
-    return f"{value:,.{digits}f}{suffix}"
 
 
 def summary_markdown(
@@ -281,13 +304,14 @@ def summary_markdown(
                 continue
             ratio = ratios.get(str(cell["candidate"]), {}).get(size, {})
             lines.append(
-                f"| {cell['candidate']} | {_fmt(cell['rps'])} | {_fmt(cell['p99_ms'], 2)} "
-                f"| {_fmt(cell['server_cpu_per_req_us'], 1)} "
-                f"| {_fmt(cell.get('server_cpu_irq_per_req_us'), 1)} "
-                f"| {_fmt(ratio.get('rps_vs_nginx'), 2, 'x')} "
-                f"| {_fmt(ratio.get('cpu_vs_nginx'), 2, 'x')} "
-                f"| {_fmt(ratio.get('cpu_irq_vs_nginx'), 2, 'x')} "
-                f"| {_fmt(cell.get('pinned_cpu_other_pct'), 0, '%')} | {cell['errors']} |"
+                f"| {cell['candidate']} | {format_cell(cell['rps'])} "
+                f"| {format_cell(cell['p99_ms'], 2)} "
+                f"| {format_cell(cell['server_cpu_per_req_us'], 1)} "
+                f"| {format_cell(cell.get('server_cpu_irq_per_req_us'), 1)} "
+                f"| {format_cell(ratio.get('rps_vs_nginx'), 2, 'x')} "
+                f"| {format_cell(ratio.get('cpu_vs_nginx'), 2, 'x')} "
+                f"| {format_cell(ratio.get('cpu_irq_vs_nginx'), 2, 'x')} "
+                f"| {format_cell(cell.get('pinned_cpu_other_pct'), 0, '%')} | {cell['errors']} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip()
@@ -295,24 +319,16 @@ def summary_markdown(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    line_buffered_stdout()
     everyone = candidates()
     wanted = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if unknown := sorted(set(wanted) - set(everyone)):
         print(f"unknown candidates: {unknown}; choose from {list(everyone)}", file=sys.stderr)
         return 2
-    sizes: dict[str, int] = args.sizes
-    if args.quick:
-        args.duration, args.repetitions, args.warmup = 1, 1, 0
-    if args.duration < 1 or args.repetitions < 1 or args.warmup < 0 or args.connections < 1:
-        print("--duration, --repetitions and --connections must be at least 1", file=sys.stderr)
+    if args.connections < 1:
+        print("--connections must be at least 1", file=sys.stderr)
         return 2
-    wrk = wrk_version()
-    if wrk is None:
-        print("wrk is not installed (apt-get install wrk); nothing measured", file=sys.stderr)
-        return 1
-    pinning = choose_pinning(args.server_cpu, args.wrk_cpu, enabled=args.pin)
-    print(f"bench-peers: {pinning.note}; {wrk}", flush=True)
+    sizes: dict[str, int] = args.sizes
+    run = LoadRun(args, "bench-peers")
 
     skipped: dict[str, str] = {}
     for name in wanted:
@@ -320,63 +336,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped[name] = reason
             print(f"  skipping {name}: {reason}")
     nginx = nginx_binary()
-    meta: dict[str, Any] = machine_meta(
-        packages=["aiohttp", "uvicorn", "starlette", "uvloop", "httptools"]
-    )
+    meta = run.meta("peers", packages=["aiohttp", "uvicorn", "starlette", "uvloop", "httptools"])
     meta |= {
-        "benchmark": "peers",
-        "wrk": wrk,
         "nginx": nginx_version(nginx) if nginx else None,
-        "wrk_threads": args.threads,
-        "wrk_timeout_s": args.wrk_timeout,
         "connections": args.connections,
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
         "repetitions_planned": args.repetitions,
         "sizes_bytes": sizes,
-        "quick": args.quick,
-        "pinning": {
-            "server_cpu": pinning.server_cpu,
-            "wrk_cpu": pinning.wrk_cpu,
-            "note": pinning.note,
-        },
         "order": "per repetition, per size: candidates in turn (A B C ... A B C ...)",
-        "page_cache": "hot: files written, read back and fetched once before measuring",
         "server_cpu": "utime+stime summed over the server's process group (nginx master and "
         "worker) from /proc/PID/stat, difference around each wrk run, per request",
-        "pinned_cpu_other_pct": "time the server's CPU (/proc/stat) gave to other processes or "
-        "to the hypervisor (steal), in % of the run; high = disturbed run",
-        "pinned_cpu_irq_pct": "time the server's CPU spent in irq+softirq (its ksoftirqd thread "
-        "included), in % of the run: mostly loopback TCP processing, not in server CPU",
-        "server_cpu_irq_per_req_us": "server CPU + that irq/softirq time, per request",
         "settings": {name: everyone[name].settings for name in wanted},
         "ratio_definition": RATIO_NOTE,
-        "latency_note": COORDINATED_OMISSION_NOTE,
         "http_server_note": HTTP_SERVER_NOTE,
     }
-    budget = Budget(args.time_limit)
-    workdir = Path(tempfile.mkdtemp(prefix="zerocopy-bench-peers-"))
-    workdir.chmod(0o755)
-    rows: list[dict[str, Any]] = []
     verification: dict[str, dict[str, str]] = {}
-    keep_logs = False
-    try:
-        with signals_raise_keyboard_interrupt(), ServerSet(workdir, cpu=pinning.server_cpu) as ss:
-            docs = make_docroot(workdir / "www", sizes)
-            servers = _start_all(ss, [everyone[n] for n in wanted], docs, skipped, verification)
-            rows = _compare(args, servers, docs, budget, pinning)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except (ServerStartError, VerificationError, WrkError) as exc:
-        keep_logs = True
-        print(
-            f"bench-peers failed: {exc}\nservers stopped; logs kept in {workdir}", file=sys.stderr
-        )
-        return 1
-    finally:
-        if not keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with run.servers() as ss:
+        docs = make_docroot(ss.workdir / "www", sizes)
+        servers = _start_all(ss, [everyone[n] for n in wanted], docs, skipped, verification)
+        cells = [
+            Cell(rep, name, server, doc, args.connections)
+            for rep in range(args.repetitions)
+            for doc in docs.values()
+            for name, server in servers.items()
+        ]
+        results = run.measure(cells, warmup_connections=args.connections)
+    rows = [_row(cell, measurement) for cell, measurement in results]
 
     measured = [name for name in wanted if name not in skipped]
     samples = [
@@ -392,25 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows
     ]
     ratios = median_ratios(samples)
-    medians = medians_by(
-        rows,
-        ("candidate", "size"),
-        (
-            "rps",
-            "p50_ms",
-            "p99_ms",
-            "server_cpu_per_req_us",
-            "server_cpu_irq_per_req_us",
-            "requests",
-            "errors",
-            "pinned_cpu_other_pct",
-        ),
-    )
-    meta["wall_time_s"] = round(budget.elapsed, 1)
-    meta["complete"] = not budget.hit
+    medians = medians_by(rows, ("candidate", "size"), _MEDIAN_FIELDS)
+    run.finish(meta)
     meta["verification"] = verification
-    if budget.hit:
-        meta["incomplete_reason"] = f"--time-limit {args.time_limit:g} s reached"
     if not any(name in measured for name in NGINX_BASELINES):
         meta["ratio_note"] = "nginx was not measured: no ratios"
     write_json(
@@ -434,10 +402,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Latency: {COORDINATED_OMISSION_NOTE}")
     if "http.server" in measured:
         print(f"http.server: {HTTP_SERVER_NOTE}")
-    if budget.hit:
-        print(f"Stopped early: --time-limit {args.time_limit:g} s reached.")
-    print(f"Wrote {args.output} in {budget.elapsed:.0f} s.")
+    run.print_end()
     return 0
+
+
+def _row(cell: Cell, measurement: Measurement) -> dict[str, Any]:
+    """One row of ``peers.json``'s ``repetitions``."""
+    return {
+        "rep": cell.rep,
+        "candidate": cell.name,
+        "size": cell.doc.label,
+        "connections": cell.connections,
+        **measurement.fields(),
+    }
 
 
 def _start_all(
@@ -466,72 +443,6 @@ def _start_all(
         servers[candidate.name] = server
         print(f"  {candidate.name} on port {server.port}: " + "; ".join(checks.values()))
     return servers
-
-
-def _compare(
-    args: argparse.Namespace,
-    servers: Mapping[str, RunningServer],
-    docs: Mapping[str, DocFile],
-    budget: Budget,
-    pinning: Pinning,
-) -> list[dict[str, Any]]:
-    """The measuring loops, candidates alternating; bounded by their counts and ``budget``."""
-    common = {
-        "connections": args.connections,
-        "threads": args.threads,
-        "wrk_timeout_s": args.wrk_timeout,
-        "wrk_cpu": pinning.wrk_cpu,
-        "server_cpu": pinning.server_cpu,
-    }
-    if args.warmup:
-        for doc in docs.values():
-            for server in servers.values():
-                measure(server, doc, duration_s=args.warmup, **common)
-    rows: list[dict[str, Any]] = []
-    total = args.repetitions * len(docs) * len(servers)
-    with Progress(total, "bench-peers", style=args.progress) as progress:
-        for rep in range(args.repetitions):
-            for doc in docs.values():
-                for name, server in servers.items():
-                    if budget.exceeded():
-                        progress.note("time limit reached: stopping")
-                        return rows
-                    started = time.monotonic()
-                    m = measure(server, doc, duration_s=args.duration, **common)
-                    row = {
-                        "rep": rep,
-                        "candidate": name,
-                        "size": doc.label,
-                        "rps": m.wrk.rps,
-                        "p50_ms": m.wrk.p50_ms,
-                        "p99_ms": m.wrk.p99_ms,
-                        "server_cpu_per_req_us": m.cpu_per_req_us,
-                        "server_cpu_irq_per_req_us": m.cpu_irq_per_req_us,
-                        "server_cpu_s": m.server_cpu_s,
-                        "requests": m.wrk.requests,
-                        "connections": args.connections,
-                        "socket_errors": {
-                            "connect": m.wrk.socket_errors.connect,
-                            "read": m.wrk.socket_errors.read,
-                            "write": m.wrk.socket_errors.write,
-                            "timeout": m.wrk.socket_errors.timeout,
-                        },
-                        "non_2xx_3xx": m.wrk.non_2xx_3xx,
-                        "errors": m.wrk.errors,
-                        "server_involuntary_switches": m.involuntary_switches,
-                        "pinned_cpu_other_pct": m.pinned_cpu_other_pct,
-                        "pinned_cpu_steal_pct": m.pinned_cpu_steal_pct,
-                        "pinned_cpu_irq_pct": m.pinned_cpu_irq_pct,
-                    }
-                    rows.append(row)
-                    warn = f" ERRORS {m.wrk.errors}" if m.wrk.errors else ""
-                    cpu = finite_or_none(m.cpu_per_req_us) or 0.0
-                    progress.advance(
-                        f"rep {rep + 1} {doc.label} {name}: {m.wrk.rps:,.0f} req/s, "
-                        f"p99 {m.wrk.p99_ms:.2f} ms, {cpu:.1f} µs CPU/req{warn} "
-                        f"({time.monotonic() - started:.1f} s)"
-                    )
-    return rows
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
+
+from bench.tracers import interrupt
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -162,13 +163,7 @@ def record(pid: int) -> Iterator[list[PerfProfile]]:
                 raise RuntimeError(f"perf record exited with status {process.returncode}")
             yield result
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-            try:
-                _, stderr = process.communicate(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, stderr = process.communicate()
+            _, stderr = interrupt(process, STOP_TIMEOUT)
         children = _report(data, "--children", "--sort", "symbol")
         if not children.strip():
             raise RuntimeError(f"perf report printed nothing: {stderr.decode(errors='replace')}")

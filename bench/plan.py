@@ -9,6 +9,7 @@ case, ``_cold``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -29,8 +30,12 @@ MiB: Final = 1024 * KiB
 GiB: Final = 1024 * MiB
 
 
+_SIZE_RE: Final = re.compile(r"^\s*([0-9]+)\s*(|B|K|KB|KiB|M|MB|MiB|G|GB|GiB)\s*$", re.IGNORECASE)
+_SIZE_UNITS: Final = {"": 1, "b": 1, "k": KiB, "m": MiB, "g": GiB}
+
+
 def format_size(size: int) -> str:
-    """``4096`` → ``"4KiB"``; exact powers of 1024 only get a unit."""
+    """``4096`` → ``"4KiB"``, ``1000`` → ``"1000B"``: exact multiples of 1024 get a unit."""
     for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if size >= scale and size % scale == 0:
             return f"{size // scale}{unit}"
@@ -38,15 +43,20 @@ def format_size(size: int) -> str:
 
 
 def parse_size(text: str) -> int:
-    """``"64KiB"`` → ``65536``; the inverse of :func:`format_size`.
+    """``"64KiB"``, ``"64k"``, ``"1MiB"``, ``"4096"`` → bytes; the inverse of :func:`format_size`.
+
+    Binary multiples throughout (``4KB`` is 4096 bytes too), as on wrk's command line.
 
     Raises:
-        ValueError: Not a size.
+        ValueError: Not a size, or zero.
     """
-    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB), ("B", 1)):
-        if text.endswith(unit):
-            return int(text[: -len(unit)]) * scale
-    raise ValueError(f"not a size: {text!r}")
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 4KiB, 1MiB, 65536)")
+    size = int(match[1]) * _SIZE_UNITS[match[2][:1].lower()]
+    if size <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return size
 
 
 @final

@@ -29,7 +29,7 @@ from bench.targets import NOT_MET, TargetResult, evaluate_targets
 from bench.tracers import BpfCounts, StraceCounts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "CHARTS",
@@ -335,6 +335,19 @@ class _Context:
     def meta(self) -> dict[str, Any]:
         return dict(self.measurements["meta"])
 
+    @property
+    def cpu_cases(self) -> list[str]:
+        """The CPU phase's cases, in size order."""
+        return _case_order(case for (_, case) in self.cpu)
+
+    def cpu_cells(self) -> Iterator[tuple[str, str, CpuSummary]]:
+        """``(case, strategy, summary)`` for every CPU-phase summary, in table order."""
+        for case in self.cpu_cases:
+            for strategy in self.strategies:
+                summary = self.cpu.get((strategy, case))
+                if summary is not None:
+                    yield case, strategy, summary
+
     def benchmark(self, strategy: str, name: str) -> Any:
         suite = self.suites.get(strategy)
         if suite is None:
@@ -539,33 +552,28 @@ def _latency(ctx: _Context) -> list[str]:
 
 def _cpu_section(ctx: _Context) -> list[str]:
     lines = ["## Server CPU", ""]
-    cases = _case_order(case for (_, case) in ctx.cpu)
     rows = []
     chart: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in ctx.strategies}
-    for case in cases:
+    for case, strategy, summary in ctx.cpu_cells():
         base = ctx.cpu.get(("readwrite", case))
-        for strategy in ctx.strategies:
-            summary = ctx.cpu.get((strategy, case))
-            if summary is None:
-                continue
-            chart[strategy][case] = (summary.user_per_gib, summary.sys_per_gib)
-            ratio = (
-                f"{summary.cpu_per_gib / base.cpu_per_gib:.2f}x"
-                if base is not None and base.cpu_per_gib > 0
-                else "—"
+        chart[strategy][case] = (summary.user_per_gib, summary.sys_per_gib)
+        ratio = (
+            f"{summary.cpu_per_gib / base.cpu_per_gib:.2f}x"
+            if base is not None and base.cpu_per_gib > 0
+            else "—"
+        )
+        rows.append(
+            (
+                case,
+                strategy,
+                _seconds(summary.cpu_per_request),
+                f"{summary.user_per_gib:.3g} + {summary.sys_per_gib:.3g} "
+                f"= {summary.cpu_per_gib:.3g}",
+                ratio,
+                f"{summary.voluntary:.2f} / {summary.involuntary:.2f}",
+                f"{summary.requests} in {summary.repetitions}",
             )
-            rows.append(
-                (
-                    case,
-                    strategy,
-                    _seconds(summary.cpu_per_request),
-                    f"{summary.user_per_gib:.3g} + {summary.sys_per_gib:.3g} "
-                    f"= {summary.cpu_per_gib:.3g}",
-                    ratio,
-                    f"{summary.voluntary:.2f} / {summary.involuntary:.2f}",
-                    f"{summary.requests} in {summary.repetitions}",
-                )
-            )
+        )
     lines += [
         "Server CPU (user + sys, all threads) per request: median over repetitions of the "
         "schedstat run time; the user/sys split comes from /proc/PID/stat clock ticks summed "
@@ -586,40 +594,31 @@ def _cpu_section(ctx: _Context) -> list[str]:
         "![server CPU per GiB](cpu_per_gib.png)",
         "",
     ]
-    charts.cpu_chart(ctx.out / "cpu_per_gib.png", cases, chart)
+    charts.cpu_chart(ctx.out / "cpu_per_gib.png", ctx.cpu_cases, chart)
     return lines
 
 
 def _syscalls_section(ctx: _Context) -> list[str]:
     lines = ["## Syscalls and copies", ""]
-    cases = _case_order(case for (_, case) in ctx.cpu)
     rows = []
     calls_chart: dict[str, dict[str, float]] = {s: {} for s in ctx.strategies}
     copies_chart: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in ctx.strategies}
-    for case in cases:
-        for strategy in ctx.strategies:
-            summary = ctx.cpu.get((strategy, case))
-            if summary is None:
-                continue
-            calls_chart[strategy][case] = summary.syscalls_per_request
-            copies_chart[strategy][case] = (summary.copy_in, summary.copy_out)
-            kinds = ", ".join(
-                f"{name} {count:.3g}" for name, count in sorted(summary.syscalls.items())
+    for case, strategy, summary in ctx.cpu_cells():
+        calls_chart[strategy][case] = summary.syscalls_per_request
+        copies_chart[strategy][case] = (summary.copy_in, summary.copy_out)
+        kinds = ", ".join(f"{name} {count:.3g}" for name, count in sorted(summary.syscalls.items()))
+        eagain = ", ".join(f"{name} {count:.3g}" for name, count in sorted(summary.eagain.items()))
+        rows.append(
+            (
+                case,
+                strategy,
+                kinds or "0",
+                eagain or "0",
+                f"{summary.copy_in:.3f}",
+                f"{summary.copy_out:.3f}",
+                f"{summary.zero_copy:.3f}",
             )
-            eagain = ", ".join(
-                f"{name} {count:.3g}" for name, count in sorted(summary.eagain.items())
-            )
-            rows.append(
-                (
-                    case,
-                    strategy,
-                    kinds or "0",
-                    eagain or "0",
-                    f"{summary.copy_in:.3f}",
-                    f"{summary.copy_out:.3f}",
-                    f"{summary.zero_copy:.3f}",
-                )
-            )
+        )
     lines += [
         "Per request, from the server's counters over the CPU phase (no tracer attached). "
         "Copies are bytes through user space per payload (file) byte; the request head the "
@@ -641,7 +640,7 @@ def _syscalls_section(ctx: _Context) -> list[str]:
         "![syscalls and copies](syscalls_copies.png)",
         "",
     ]
-    charts.syscalls_chart(ctx.out / "syscalls_copies.png", cases, calls_chart, copies_chart)
+    charts.syscalls_chart(ctx.out / "syscalls_copies.png", ctx.cpu_cases, calls_chart, copies_chart)
     lines += _agreement(ctx)
     return lines
 

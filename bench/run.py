@@ -26,14 +26,14 @@ import math
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, final
 
 import pyperf
 import trio
@@ -42,10 +42,12 @@ from bench import client, dataset, perfprof, procfs, prom, tracers
 from bench.latency import LatencyCase, LatencyPlan
 from bench.plan import FULL, QUICK, STRATEGIES, Case, Profile
 from bench.progress import Progress
-from bench.serverproc import ServerInfo, running_server
+from bench.serverproc import ServerSet, signals_raise_keyboard_interrupt, start_zerocopy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
+
+    from bench.serverproc import ServerInfo
 
 __all__ = ["OWN_ARTEFACTS", "REPO_ROOT", "default_out", "main"]
 
@@ -74,10 +76,6 @@ def default_out(quick: bool) -> Path:
     return REPO_ROOT / "bench" / "results" / ("quick" if quick else "")
 
 
-def _raise_interrupt(signum: int, frame: object) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _rotated(items: Sequence[str], shift: int) -> list[str]:
     shift %= len(items)
     return [*items[shift:], *items[:shift]]
@@ -102,39 +100,22 @@ def _version(command: Sequence[str]) -> str | None:
     return lines[0] if lines else None
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+def _git(*args: str) -> str:
+    command = ["git", "-C", str(REPO_ROOT), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
 
 
 def _git_commit() -> str | None:
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD").strip()
+        dirty = _git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
 
 
 def _loadavg() -> str:
-    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-    return "unknown"
+    return " ".join(procfs.loadavg()) or "unknown"
 
 
 def _meta(profile: Profile, root: str, pins: tuple[int | None, int | None]) -> dict[str, Any]:
@@ -144,7 +125,7 @@ def _meta(profile: Profile, root: str, pins: tuple[int | None, int | None]) -> d
         "profile": profile.name,
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": procfs.cpu_model(),
         "cpu_count": os.cpu_count(),
         "kernel": platform.release(),
         "platform": platform.platform(),
@@ -175,60 +156,76 @@ def _meta(profile: Profile, root: str, pins: tuple[int | None, int | None]) -> d
     }
 
 
-def _requests(
-    server: ServerInfo,
-    case: Case,
-    root: str,
-    *,
-    count: int,
-    min_time: float = 0.0,
-    max_time: float = math.inf,
-) -> tuple[int, float]:
-    evict = os.path.join(root, case.filename) if case.cold else None
-    return trio.run(
-        lambda: client.run_requests(
-            server.port,
-            case.filename,
-            count=count,
-            min_time=min_time,
-            max_time=max_time,
-            evict_path=evict,
+@final
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """What every phase works with: the profile, the running servers, the files, the output.
+
+    Attributes:
+        profile: How much to measure.
+        servers: One running server per strategy.
+        root: The directory the servers serve.
+        progress: One step per unit of work.
+        skipped: What was not measured, and why (``measurements.json``'s ``skipped``).
+    """
+
+    profile: Profile
+    servers: dict[str, ServerInfo]
+    root: str
+    progress: Progress
+    skipped: dict[str, str]
+
+    def requests(
+        self,
+        server: ServerInfo,
+        case: Case,
+        *,
+        count: int,
+        min_time: float = 0.0,
+        max_time: float = math.inf,
+    ) -> tuple[int, float]:
+        """Sequential GETs of ``case``'s file on one connection: ``client.run_requests``."""
+        evict = os.path.join(self.root, case.filename) if case.cold else None
+        return trio.run(
+            lambda: client.run_requests(
+                server.port,
+                case.filename,
+                count=count,
+                min_time=min_time,
+                max_time=max_time,
+                evict_path=evict,
+            )
         )
-    )
 
 
 # -- latency -------------------------------------------------------------------------------
 
 
-def _calibrate(
-    profile: Profile, servers: dict[str, ServerInfo], root: str, progress: Progress
-) -> dict[str, dict[str, float]]:
+def _calibrate(session: _Session) -> dict[str, dict[str, float]]:
     """Pick ``inner_loops`` per case so a pyperf value lasts about ``value_time``."""
     calibration = {}
-    for case in profile.latency_cases:
-        progress.step(f"calibrate {case.label}")
+    for case in session.profile.latency_cases:
         estimates = []
-        for server in servers.values():
-            _requests(server, case, root, count=1)
-            done, elapsed = _requests(server, case, root, count=3 if not case.cold else 2)
+        for server in session.servers.values():
+            session.requests(server, case, count=1)
+            done, elapsed = session.requests(server, case, count=3 if not case.cold else 2)
             estimates.append(elapsed / done)
         slowest = max(estimates)
-        inner = max(1, min(100_000, round(profile.value_time / slowest)))
+        inner = max(1, min(100_000, round(session.profile.value_time / slowest)))
         calibration[case.label] = {"estimate_s": slowest, "inner_loops": inner}
+        session.progress.advance(f"calibrate {case.label}: inner_loops {inner}")
     return calibration
 
 
 def _latency_phase(
-    profile: Profile,
-    servers: dict[str, ServerInfo],
-    root: str,
+    session: _Session,
     out: Path,
     calibration: dict[str, dict[str, float]],
     pins: tuple[int | None, int | None],
-    progress: Progress,
 ) -> None:
+    profile, root = session.profile, session.root
     plans = {}
-    for strategy, server in servers.items():
+    for strategy, server in session.servers.items():
         plan = LatencyPlan(
             strategy=strategy,
             port=server.port,
@@ -253,7 +250,6 @@ def _latency_phase(
     log = out / "logs" / "pyperf.log"
     for round_ in range(profile.rounds):
         for strategy in _rotated(STRATEGIES, round_):
-            progress.step(f"latency round {round_ + 1}/{profile.rounds}: {strategy}")
             command = [
                 sys.executable,
                 "-m",
@@ -289,6 +285,7 @@ def _latency_phase(
                 )
             if completed.returncode != 0:
                 raise RuntimeError(f"pyperf run failed ({completed.returncode}); see {log}")
+            session.progress.advance(f"latency round {round_ + 1}/{profile.rounds}: {strategy}")
 
 
 # -- cpu -----------------------------------------------------------------------------------
@@ -307,20 +304,19 @@ def _delta_json(delta: prom.CounterDelta) -> dict[str, Any]:
     }
 
 
-def _cpu_window(profile: Profile, server: ServerInfo, case: Case, root: str) -> dict[str, Any]:
-    pids = procfs.group_pids(server.pid) or [server.pid]
+def _cpu_window(session: _Session, server: ServerInfo, case: Case) -> dict[str, Any]:
+    profile = session.profile
     before_metrics = prom.scrape(_metrics_port(server))
-    before = procfs.sample(pids)
+    before = procfs.sample_group(server.pid)
     started = datetime.datetime.now(datetime.UTC).isoformat()
-    done, elapsed = _requests(
+    done, elapsed = session.requests(
         server,
         case,
-        root,
         count=profile.cpu_min_requests,
         min_time=profile.cpu_window,
         max_time=profile.cpu_window * WINDOW_CAP,
     )
-    used = procfs.sample(pids) - before
+    used = procfs.sample_group(server.pid) - before
     delta = prom.counter_delta(before_metrics, prom.scrape(_metrics_port(server)))
     return {
         "strategy": server.strategy,
@@ -346,20 +342,18 @@ def _metrics_port(server: ServerInfo) -> int:
     return server.metrics_port
 
 
-def _cpu_phase(
-    profile: Profile,
-    servers: dict[str, ServerInfo],
-    root: str,
-    progress: Progress,
-) -> list[dict[str, Any]]:
+def _cpu_phase(session: _Session) -> list[dict[str, Any]]:
+    profile = session.profile
     windows = []
     for rep in range(profile.cpu_repetitions):
         for strategy in _rotated(STRATEGIES, rep):
-            progress.step(f"cpu repetition {rep + 1}/{profile.cpu_repetitions}: {strategy}")
             for case in profile.cpu_cases:
-                window = _cpu_window(profile, servers[strategy], case, root)
+                window = _cpu_window(session, session.servers[strategy], case)
                 window["rep"] = rep
                 windows.append(window)
+            session.progress.advance(
+                f"cpu repetition {rep + 1}/{profile.cpu_repetitions}: {strategy}"
+            )
     return windows
 
 
@@ -367,15 +361,10 @@ def _cpu_phase(
 
 
 def _count_window(
-    profile: Profile,
-    server: ServerInfo,
-    case: Case,
-    root: str,
-    use_strace: bool,
-    use_bpftrace: bool,
+    session: _Session, server: ServerInfo, case: Case, use_strace: bool, use_bpftrace: bool
 ) -> dict[str, Any]:
-    requests = max(2, min(MAX_TRACED_REQUESTS, profile.count_requests_bytes // case.size))
-    _requests(server, case, root, count=1)
+    requests = max(2, min(MAX_TRACED_REQUESTS, session.profile.count_requests_bytes // case.size))
+    session.requests(server, case, count=1)
     before = prom.scrape(_metrics_port(server))
     record: dict[str, Any] = {
         "strategy": server.strategy,
@@ -391,7 +380,7 @@ def _count_window(
             strace_out = stack.enter_context(tracers.trace_strace(server.pid))
         if use_bpftrace:
             bpf_out = stack.enter_context(tracers.trace_bpftrace(server.pid))
-        done, _ = _requests(server, case, root, count=requests, max_time=300.0)
+        done, _ = session.requests(server, case, count=requests, max_time=300.0)
         record["requests"] = done
         # Let the server see the client's close and go back to epoll_wait before detaching.
         time.sleep(SETTLE)
@@ -410,13 +399,8 @@ def _count_window(
     return record
 
 
-def _count_phase(
-    profile: Profile,
-    servers: dict[str, ServerInfo],
-    root: str,
-    progress: Progress,
-    skipped: dict[str, str],
-) -> list[dict[str, Any]]:
+def _count_phase(session: _Session) -> list[dict[str, Any]]:
+    profile, skipped = session.profile, session.skipped
     use_strace = tracers.strace_available()
     if not use_strace:
         skipped["strace"] = "not used: strace is not installed"
@@ -431,7 +415,6 @@ def _count_phase(
     bpf_windows = 0
     for strategy in STRATEGIES:
         for case in profile.count_cases:
-            progress.step(f"trace {strategy} {case.label}")
             bpf = use_bpftrace and (
                 not profile.bpftrace_windows or bpf_windows < profile.bpftrace_windows
             )
@@ -443,24 +426,20 @@ def _count_phase(
                 )
             try:
                 records.append(
-                    _count_window(profile, servers[strategy], case, root, use_strace, bpf)
+                    _count_window(session, session.servers[strategy], case, use_strace, bpf)
                 )
             except RuntimeError as exc:
-                progress.note(f"tracing failed: {exc}")
+                session.progress.note(f"tracing failed: {exc}")
                 skipped.setdefault("counts", f"tracing failed: {exc}")
+            session.progress.advance(f"trace {strategy} {case.label}")
     return records
 
 
 # -- perf ----------------------------------------------------------------------------------
 
 
-def _perf_phase(
-    profile: Profile,
-    servers: dict[str, ServerInfo],
-    root: str,
-    progress: Progress,
-    skipped: dict[str, str],
-) -> list[dict[str, Any]]:
+def _perf_phase(session: _Session) -> list[dict[str, Any]]:
+    profile, skipped = session.profile, session.skipped
     if not profile.perf:
         skipped["perf"] = f"not in the {profile.name} profile"
         return []
@@ -471,20 +450,18 @@ def _perf_phase(
     records: list[dict[str, Any]] = []
     for strategy in STRATEGIES:
         for case in cases:
-            progress.step(f"perf {strategy} {case.label}")
-            server = servers[strategy]
+            server = session.servers[strategy]
             try:
                 with perfprof.record(server.pid) as result:
-                    done, _ = _requests(
+                    done, _ = session.requests(
                         server,
                         case,
-                        root,
                         count=2,
                         min_time=PERF_SECONDS,
                         max_time=PERF_SECONDS * WINDOW_CAP,
                     )
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                progress.note(f"perf failed: {exc}")
+                session.progress.note(f"perf failed: {exc}")
                 skipped["perf"] = str(exc)
                 return records
             profile_ = result[0]
@@ -504,6 +481,7 @@ def _perf_phase(
                     ],
                 }
             )
+            session.progress.advance(f"perf {strategy} {case.label}")
     return records
 
 
@@ -613,38 +591,36 @@ def _steps(profile: Profile) -> int:
     return n + 2
 
 
-@contextlib.contextmanager
-def _servers(root: str, server_cpu: int | None, logs: Path) -> Iterator[dict[str, ServerInfo]]:
-    with contextlib.ExitStack() as stack:
-        yield {
-            strategy: stack.enter_context(
-                running_server(
-                    root, strategy, cpu=server_cpu, log_path=str(logs / f"server-{strategy}.log")
-                )
-            )
-            for strategy in STRATEGIES
-        }
-
-
 def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Path:
-    """Measure everything and write the results into ``out``; return measurements.json."""
+    """Measure everything and write the results into ``out``; return measurements.json.
+
+    Resource handling: every server is stopped (its process group) and the data directory
+    removed however this returns or raises.
+    """
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
     logs = out / "logs"
     logs.mkdir()
-    progress = Progress(_steps(profile))
     started = time.monotonic()
     pins = _pins()
     skipped: dict[str, str] = {}
-    with dataset.data_directory(data_parent) as root:
-        progress.step(f"write {len(profile.cases)} files into {root}")
+    with (
+        Progress(_steps(profile), "bench") as progress,
+        dataset.data_directory(data_parent) as root,
+    ):
         dataset.write_files(root, profile.cases)
+        progress.advance(f"write {len(profile.cases)} files into {root}")
         meta = _meta(profile, root, pins)
         meta["eviction_verified"] = _check_eviction(root, profile)
         if pins[1] is not None:
             os.sched_setaffinity(0, {pins[1]})
-        progress.step("start servers")
-        with _servers(root, pins[0], logs) as servers:
+        with ServerSet(logs, cpu=pins[0]) as server_set:
+            servers = {
+                strategy: start_zerocopy(server_set, root, strategy, name=f"server-{strategy}")
+                for strategy in STRATEGIES
+            }
+            progress.advance(f"start {len(servers)} servers")
+            session = _Session(profile, servers, root, progress, skipped)
             meta["servers"] = {s: " ".join(info.command) for s, info in servers.items()}
             unannounced = [s for s, info in servers.items() if not info.metrics_announced]
             if unannounced:
@@ -653,12 +629,11 @@ def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Path:
                     "the server's ready line names no metrics port; found it among the "
                     "server's listening sockets"
                 )
-            calibration = _calibrate(profile, servers, root, progress)
-            _latency_phase(profile, servers, root, out, calibration, pins, progress)
-            windows = _cpu_phase(profile, servers, root, progress)
-            counts = _count_phase(profile, servers, root, progress, skipped)
-            perf = _perf_phase(profile, servers, root, progress, skipped)
-    progress.close()
+            calibration = _calibrate(session)
+            _latency_phase(session, out, calibration, pins)
+            windows = _cpu_phase(session)
+            counts = _count_phase(session)
+            perf = _perf_phase(session)
     for strategy in STRATEGIES:
         add_cpu_benchmarks(out / f"{strategy}.json", strategy, windows)
     meta["loadavg_end"] = _loadavg()
@@ -697,9 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     out = args.out or default_out(args.quick)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run(profile, out, data_parent=args.data_dir)
+        with signals_raise_keyboard_interrupt():
+            run(profile, out, data_parent=args.data_dir)
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130

@@ -42,6 +42,7 @@ __all__ = [
     "bpftrace_available",
     "bpftrace_script",
     "ensure_tracefs",
+    "interrupt",
     "parse_bpftrace_output",
     "parse_strace_summary",
     "strace_available",
@@ -203,16 +204,20 @@ def _wait_for(stream_fd: int, marker: bytes, timeout: float, what: str) -> bytes
     return seen
 
 
-def _stop(process: subprocess.Popen[bytes]) -> bytes:
-    """SIGINT (the tracers print their summary on it), then collect stdout; kill if stuck."""
+def interrupt(
+    process: subprocess.Popen[bytes], timeout: float = DETACH_TIMEOUT
+) -> tuple[bytes, bytes]:
+    """Stop an attached tool: SIGINT (strace, bpftrace and perf write their summary on it),
+    then collect its ``(stdout, stderr)``, empty where not piped; SIGKILL if it is stuck
+    after ``timeout`` seconds. Never raises for a tool that already exited."""
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGINT)
     try:
-        output, _ = process.communicate(timeout=DETACH_TIMEOUT)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-    return output or b""
+        stdout, stderr = process.communicate()
+    return stdout or b"", stderr or b""
 
 
 @contextlib.contextmanager
@@ -235,7 +240,7 @@ def trace_strace(pid: int) -> Iterator[list[StraceCounts]]:
             _wait_for(process.stderr.fileno(), b"attached", ATTACH_TIMEOUT, "strace")
             yield result
         finally:
-            _stop(process)
+            interrupt(process)
         with open(out.name) as f:
             result.append(parse_strace_summary(f.read()))
 
@@ -259,5 +264,5 @@ def trace_bpftrace(pid: int) -> Iterator[list[BpfCounts]]:
         _wait_for(process.stdout.fileno(), b"READY", ATTACH_TIMEOUT, "bpftrace")
         yield result
     finally:
-        output = _stop(process)
+        output, _ = interrupt(process)
     result.append(parse_bpftrace_output(output.decode(errors="replace")))

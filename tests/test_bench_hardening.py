@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bench import hardening
+from bench.plan import MiB
 
 SLOWHTTPTEST_CSV = """Seconds,Closed,Pending,Connected,Service Available
 0,0,1,0,50
@@ -38,7 +39,7 @@ def test_render_states_targets_and_verdicts() -> None:
         "meta": {"kernel": "6.18"},
         "cold": {
             "downloads": 4,
-            "file_size": 256 * hardening.MiB,
+            "file_size": 256 * MiB,
             "medians": {
                 "offload": {"p99_baseline_ms": 1.0, "p99_cold_ms": 1.5, "p99_ratio": 1.5},
                 "no-offload": {"p99_baseline_ms": 1.0, "p99_cold_ms": 9.0, "p99_ratio": 9.0},

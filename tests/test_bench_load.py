@@ -1,49 +1,46 @@
 """The pure parts of the load benchmarks (bench/load.py, bench/peers.py): no timing, no network.
 
 wrk output parsing on captured reports, the knee on synthetic sweeps, median ratios against
-nginx with alternating repetitions, /proc/PID/stat parsing, sizes and the nginx template.
+nginx with alternating repetitions, /proc (``bench/procfs.py``, shared with the suite) on
+captured files and a fake /proc, the pinned CPU's other load, the nginx template, the rows of
+the JSON files, and progress lines. One test starts and stops a real process (``http.server``,
+on loopback) to check that a server set leaves nothing of a process group behind.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from bench import load, peers
-from bench._load_proc import (
+from bench._load_run import Cell
+from bench._load_stats import KneePoint, Sample, find_knee, median, median_ratios, medians_by
+from bench._load_wrk import Measurement, WrkError, parse_wrk, parse_wrk_time_ms, wrk_command
+from bench.dataset import DocFile, VerificationError
+from bench.procfs import (
     CLOCK_TICKS,
     CpuTimes,
+    ProcSample,
     ProcStat,
-    group_cpu_seconds,
-    group_involuntary_switches,
+    cpu_model,
     group_pids,
     ksoftirqd_pid,
+    loadavg,
     parse_cpu_times,
     parse_proc_stat,
+    parse_schedstat,
     parse_status_switches,
-    pid_cpu_seconds,
+    rss_kib,
+    sample,
+    sample_group,
 )
-from bench._load_servers import (
-    Measurement,
-    RunningServer,
-    ServerSet,
-    VerificationError,
-    render_template,
-    taskset_prefix,
-)
-from bench._load_stats import (
-    KneePoint,
-    Sample,
-    find_knee,
-    format_size,
-    median,
-    median_ratios,
-    medians_by,
-    parse_size,
-)
-from bench._load_wrk import WrkError, parse_wrk, parse_wrk_time_ms, wrk_command
+from bench.progress import Progress
+from bench.serverproc import RunningServer, ServerSet, ServerStartError, taskset_prefix
 
 # Captured from Debian's wrk 4.1 on this machine: keep-alive to zerocopy, 4 KiB, --latency.
 WRK_LATENCY = """\
@@ -373,7 +370,6 @@ def test_parse_proc_stat() -> None:
     assert stat == ProcStat(
         pid=4242, comm="nginx", state="S", ppid=4241, pgrp=4241, utime_ticks=731, stime_ticks=1204
     )
-    assert stat.cpu_seconds(100) == pytest.approx(19.35)
 
 
 def test_parse_proc_stat_odd_comm() -> None:
@@ -388,7 +384,35 @@ def test_parse_proc_stat_rejects_truncated(text: str) -> None:
         parse_proc_stat(text)
 
 
-def test_group_cpu_sums_over_the_process_group(tmp_path: Path) -> None:
+STATUS = """\
+Name:\tpython
+State:\tS (sleeping)
+Tgid:\t4242
+Threads:\t2
+VmRSS:\t   20480 kB
+voluntary_ctxt_switches:\t1234
+nonvoluntary_ctxt_switches:\t5
+"""
+
+
+def test_parse_status_and_schedstat() -> None:
+    assert parse_status_switches(STATUS) == (1234, 5)
+    with pytest.raises(ValueError, match="no context switch"):
+        parse_status_switches("Name:\tpython\n")
+    assert parse_schedstat("509816005 53522101 98\n") == 509816005
+
+
+def test_proc_sample_difference_and_cpu() -> None:
+    a = ProcSample(1.0, 0.5, 2.0, 10, 1)
+    b = ProcSample(1.5, 0.75, 2.8, 14, 1)
+    delta = b - a
+    assert (delta.utime_s, delta.stime_s, delta.voluntary, delta.involuntary) == (0.5, 0.25, 4, 0)
+    assert delta.cpu_s == pytest.approx(0.8)  # schedstat wins over ticks
+    assert delta.ticks_s == pytest.approx(0.75)
+    assert (ProcSample(1.0, 0.5, None, 0, 0) - a).cpu_s == pytest.approx(0.0)
+
+
+def test_group_sample_sums_over_the_process_group(tmp_path: Path) -> None:
     # A fake /proc: nginx master and worker in group 4241, a stranger, a non-pid entry and
     # a process that vanished (no stat file).
     def write(pid: str, text: str) -> None:
@@ -402,13 +426,14 @@ def test_group_cpu_sums_over_the_process_group(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     (tmp_path / "999").mkdir()
     assert group_pids(4241, proc=tmp_path) == [4241, 4242]
-    assert group_cpu_seconds(4241, proc=tmp_path) == pytest.approx(2 * 1935 / CLOCK_TICKS)
-    assert group_cpu_seconds(12345, proc=tmp_path) == 0.0
+    assert sample_group(4241, proc=tmp_path).ticks_s == pytest.approx(2 * 1935 / CLOCK_TICKS)
+    assert sample_group(12345, proc=tmp_path) == ProcSample(0.0, 0.0, 0.0, 0, 0)
     assert ksoftirqd_pid(1, proc=tmp_path) == 15
     assert ksoftirqd_pid(0, proc=tmp_path) is None
-    assert pid_cpu_seconds(15, proc=tmp_path) == pytest.approx(12 / CLOCK_TICKS)
-    assert pid_cpu_seconds(999, proc=tmp_path) == 0.0
-    # Context switches: summed over every thread of every process of the group.
+    assert sample([15], proc=tmp_path).ticks_s == pytest.approx(12 / CLOCK_TICKS)
+    assert sample([999], proc=tmp_path).ticks_s == 0.0
+    # Context switches and schedstat: summed over every thread of every process of the group;
+    # one thread without schedstat makes the precise figure unknown.
     for pid, tids in (("4241", ("4241",)), ("4242", ("4242", "4250"))):
         for tid in tids:
             (tmp_path / pid / "task" / tid).mkdir(parents=True)
@@ -417,23 +442,31 @@ def test_group_cpu_sums_over_the_process_group(tmp_path: Path) -> None:
                     "nonvoluntary_ctxt_switches:\t5", f"nonvoluntary_ctxt_switches:\t{tid}"
                 )
             )
-    assert group_involuntary_switches(4241, proc=tmp_path) == 4241 + 4242 + 4250
+            if tid != "4241":
+                (tmp_path / pid / "task" / tid / "schedstat").write_text(f"{tid}000 0 0\n")
+    group = sample_group(4241, proc=tmp_path)
+    assert (group.voluntary, group.involuntary) == (3 * 1234, 4241 + 4242 + 4250)
+    assert group.runtime_s is None
+    assert group.cpu_s == group.ticks_s
+    (tmp_path / "4241" / "task" / "4241" / "schedstat").write_text("4241000 0 0\n")
+    group = sample_group(4241, proc=tmp_path)
+    assert group.runtime_s == pytest.approx((4241 + 4242 + 4250) * 1e-6)
+    assert group.cpu_s == group.runtime_s
 
 
-STATUS = """\
-Name:\tpython
-State:\tS (sleeping)
-Tgid:\t4242
-Threads:\t2
-voluntary_ctxt_switches:\t1234
-nonvoluntary_ctxt_switches:\t5
-"""
-
-
-def test_parse_status_switches() -> None:
-    assert parse_status_switches(STATUS) == (1234, 5)
-    with pytest.raises(ValueError, match="no context switch"):
-        parse_status_switches("Name:\tpython\n")
+def test_memory_cpu_model_and_load_from_a_fake_proc(tmp_path: Path) -> None:
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "status").write_text(STATUS)
+    assert rss_kib(4242, proc=tmp_path) == 20480
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "status").write_text("Name:\tkthreadd\n")
+    with pytest.raises(ValueError, match="no VmRSS"):
+        rss_kib(2, proc=tmp_path)
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n")
+    (tmp_path / "loadavg").write_text("0.52 0.48 0.50 2/345 6789\n")
+    assert cpu_model(proc=tmp_path) == "AMD EPYC 7B13"
+    assert loadavg(proc=tmp_path) == ["0.52", "0.48", "0.50"]
+    assert loadavg(proc=tmp_path / "absent") == []
 
 
 PROC_STAT = """\
@@ -487,37 +520,13 @@ def test_other_load_on_the_pinned_cpu() -> None:
     assert math.isnan(unpinned.cpu_irq_per_req_us)
 
 
-# --- sizes, templates, candidates, summaries ----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "size", "label"),
-    [
-        ("4KiB", 4096, "4KiB"),
-        ("4k", 4096, "4KiB"),
-        ("1MiB", 1 << 20, "1MiB"),
-        ("64 KiB", 65536, "64KiB"),
-        ("2g", 2 << 30, "2GiB"),
-        ("4096", 4096, "4KiB"),
-        ("1000", 1000, "1000B"),
-        ("1536", 1536, "1536B"),
-    ],
-)
-def test_sizes(text: str, size: int, label: str) -> None:
-    assert parse_size(text) == size
-    assert format_size(size) == label
-
-
-@pytest.mark.parametrize("text", ["", "0", "4 kb/s", "-1k", "1.5MiB"])
-def test_bad_sizes(text: str) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - any ValueError; the message is for humans
-        parse_size(text)
+# --- templates, candidates, summaries -----------------------------------------------------
 
 
 def test_nginx_template_renders_completely() -> None:
     template = (peers.PEERS_DIR / "nginx.conf").read_text()
     values = {"PREFIX": "/tmp/p", "PORT": "12345", "ROOT": "/tmp/www", "SENDFILE": "off"}
-    conf = render_template(template, values)
+    conf = peers.render_template(template, values)
     assert "@" not in conf
     assert "listen 127.0.0.1:12345;" in conf
     assert "root /tmp/www;" in conf
@@ -528,9 +537,9 @@ def test_nginx_template_renders_completely() -> None:
     assert "worker_processes 1;" in conf
     assert "daemon off;" in conf
     with pytest.raises(KeyError, match="without a value"):
-        render_template(template, {"PORT": "1"})
+        peers.render_template(template, {"PORT": "1"})
     with pytest.raises(KeyError, match="no placeholder"):
-        render_template(template, {**values, "EXTRA": "x"})
+        peers.render_template(template, {**values, "EXTRA": "x"})
 
 
 def test_candidate_names_are_the_published_ones() -> None:
@@ -588,3 +597,76 @@ def test_a_failing_peer_is_skipped_but_a_failing_zerocopy_is_fatal(tmp_path: Pat
         assert verification == {}
         with pytest.raises(VerificationError):
             peers._start_all(ss, [candidate("zerocopy-auto")], {}, skipped, verification)
+
+
+# --- the JSON rows, progress, and one real server's lifecycle -----------------------------
+
+LOAD_RAW_KEYS = {
+    "rep", "strategy", "size", "size_bytes", "connections", "rps", "p50_ms", "p75_ms", "p90_ms",
+    "p99_ms", "latency_avg_ms", "latency_max_ms", "server_cpu_s", "server_cpu_per_req_us",
+    "server_cpu_irq_per_req_us", "requests", "duration_s", "bytes_read", "socket_errors",
+    "non_2xx_3xx", "errors", "server_involuntary_switches", "pinned_cpu_other_pct",
+    "pinned_cpu_steal_pct", "pinned_cpu_irq_pct",
+}  # fmt: skip
+PEERS_REPETITION_KEYS = {
+    "rep", "candidate", "size", "rps", "p50_ms", "p99_ms", "server_cpu_per_req_us",
+    "server_cpu_irq_per_req_us", "server_cpu_s", "requests", "connections", "socket_errors",
+    "non_2xx_3xx", "errors", "server_involuntary_switches", "pinned_cpu_other_pct",
+    "pinned_cpu_steal_pct", "pinned_cpu_irq_pct",
+}  # fmt: skip
+
+
+def test_rows_keep_the_published_schema() -> None:
+    # bench/report.py reads load.json and peers.json by these names.
+    measurement = Measurement(parse_wrk(WRK_SLOW), server_cpu_s=1.5, involuntary_switches=7)
+    server = cast("RunningServer", None)  # the rows never look at the server
+    doc = DocFile(label="1MiB", size=1 << 20, sha256="")
+    load_row = load._row(Cell(2, "splice", server, doc, 256), measurement)
+    assert set(load_row) == LOAD_RAW_KEYS
+    assert (load_row["rep"], load_row["strategy"], load_row["connections"]) == (2, "splice", 256)
+    assert load_row["p90_ms"] == pytest.approx(500.0)
+    assert load_row["socket_errors"] == {"connect": 3, "read": 2, "write": 1, "timeout": 17}
+    peers_row = peers._row(Cell(0, "aiohttp", server, doc, 16), measurement)
+    assert set(peers_row) == PEERS_REPETITION_KEYS
+    assert peers_row["errors"] == 23
+    assert measurement.describe() == (
+        "1,198 req/s, p50 90.12 ms, p99 1500.00 ms, 250.0 µs CPU/req ERRORS 23"
+    )
+
+
+def test_progress_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    # Under pytest stderr is not a terminal: "auto" draws no bar.
+    with Progress(2, "bench-test") as progress:
+        assert progress.style == "plain"
+        progress.advance("first")
+        progress.note("a note")
+        progress.advance("second")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "bench-test: 2 steps"
+    assert lines[1] == "[1/2 0m00s, ETA 0m00s] first"
+    assert lines[2] == "  a note"
+    assert lines[3] == "[2/2 0m00s, ETA 0m00s] second"
+    with pytest.raises(ValueError, match="unknown progress style"):
+        Progress(1, "x", style="fancy")
+
+
+def test_a_server_set_stops_the_whole_process_group(tmp_path: Path) -> None:
+    # http.server announces http://127.0.0.1:PORT/ on stdout, as every peer does.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"]
+    with ServerSet(tmp_path, cpu=None) as servers:
+        server = servers.start("http.server", argv, env=env)
+        assert server.port > 0
+        assert server.command == tuple(argv)
+        assert group_pids(server.pgid) == [server.pgid]
+    assert server.stopped
+    assert server.proc.returncode is not None
+    assert group_pids(server.pgid) == []
+    assert (tmp_path / "http.server.log").exists()
+
+
+def test_a_server_that_exits_is_a_start_error(tmp_path: Path) -> None:
+    with ServerSet(tmp_path, cpu=None) as servers:
+        with pytest.raises(ServerStartError, match="exited with status 3") as info:
+            servers.start("broken", [sys.executable, "-c", "print('no luck'); raise SystemExit(3)"])
+        assert "no luck" in info.value.log_tail

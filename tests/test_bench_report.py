@@ -16,7 +16,6 @@ from bench import check as bench_check
 from bench.agreement import TOLERANCE, AgreementRow, compare, relative_difference
 from bench.perfprof import parse_children_report, parse_self_report, parse_shares
 from bench.plan import FULL, QUICK, STRATEGIES, Case, format_size, parse_size
-from bench.procfs import ProcSample, parse_schedstat, parse_stat, parse_status_switches
 from bench.prom import CounterDelta, counter_delta, parse_samples
 from bench.report import (
     CHARTS,
@@ -299,30 +298,8 @@ def test_probe_note_explains_a_gap_of_one_byte_per_probe():
     assert probe_note({"server": {}, "bpftrace": None}) is None
 
 
-# -- /proc, ready line, perf ---------------------------------------------------------------
-
-
-def test_proc_stat_fields_are_counted_after_the_command_name():
-    stat = (
-        "4242 (python (a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 "
-        "250 75 0 0 20 0 3 0 1000 100000 500 18446744073709551615"
-    )
-    assert parse_stat(stat) == (4242, 250, 75)
-
-
-def test_proc_status_and_schedstat():
-    status = "Name:\tpython\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n"
-    assert parse_status_switches(status) == (12, 3)
-    assert parse_schedstat("509816005 53522101 98\n") == 509816005
-
-
-def test_proc_sample_difference_and_cpu():
-    a = ProcSample(1.0, 0.5, 2.0, 10, 1)
-    b = ProcSample(1.5, 0.75, 2.8, 14, 1)
-    delta = b - a
-    assert (delta.utime_s, delta.stime_s, delta.voluntary, delta.involuntary) == (0.5, 0.25, 4, 0)
-    assert delta.cpu_s == pytest.approx(0.8)  # schedstat wins over ticks
-    assert (ProcSample(1.0, 0.5, None, 0, 0) - a).cpu_s == pytest.approx(0.0)
+# -- ready line, perf ----------------------------------------------------------------------
+# (/proc is tested in test_bench_load.py, on a fake /proc.)
 
 
 def test_ready_line():
@@ -402,9 +379,32 @@ def test_perf_self_report_gives_top_entries():
 # -- plan ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [4096, 65536, 1 << 20, 64 << 20, 256 << 20, 1 << 30, 1000])
-def test_size_labels_round_trip(size):
-    assert parse_size(format_size(size)) == size
+@pytest.mark.parametrize(
+    ("text", "size", "label"),
+    [
+        ("4KiB", 4096, "4KiB"),
+        ("4k", 4096, "4KiB"),
+        ("64KiB", 65536, "64KiB"),
+        ("64 KiB", 65536, "64KiB"),
+        ("1MiB", 1 << 20, "1MiB"),
+        ("256MiB", 256 << 20, "256MiB"),
+        ("2g", 2 << 30, "2GiB"),
+        ("4096", 4096, "4KiB"),
+        ("1000", 1000, "1000B"),
+        ("1000B", 1000, "1000B"),
+        ("1536", 1536, "1536B"),
+    ],
+)
+def test_sizes(text: str, size: int, label: str) -> None:
+    assert parse_size(text) == size
+    assert format_size(size) == label
+    assert parse_size(label) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "0B", "4 kb/s", "-1k", "1.5MiB"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - any ValueError; the message is for humans
+        parse_size(text)
 
 
 def test_benchmark_names_are_unique_and_cover_the_issue():
