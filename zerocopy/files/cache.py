@@ -1,11 +1,11 @@
 """An open-file cache: reuse the descriptor of a file that has not changed.
 
-Theory of operation. Opening a file safely costs four syscalls (``open``, ``readlink`` of
-``/proc/self/fd/N``, ``fstat``, and ``close`` afterwards; see ``root.py``). For a hot small
-file that is most of the work of a request. Like nginx's ``open_file_cache``, this cache keeps
-the descriptor open between requests; unlike nginx's, which trusts an entry for
-``open_file_cache_valid`` (60 s) without looking, it revalidates on every hit with one
-``stat`` of the path:
+Theory of operation. Opening a file safely costs six syscalls (``open`` with ``O_PATH``,
+``readlink`` of ``/proc/self/fd/N``, ``fstat``, the reopen through ``/proc/self/fd/N`` and two
+``close``; see ``root.py``). For a hot small file that is most of the work of a request.
+Like nginx's ``open_file_cache``, this cache keeps the descriptor open between requests;
+unlike nginx's, which trusts an entry for ``open_file_cache_valid`` (60 s) without looking, it
+revalidates on every hit with one ``stat`` of the path:
 
 * same device, inode, size, mtime, ctime and mode: the path still names the very file that
   was opened and checked, so its descriptor is reused. Equal (device, inode) means the same

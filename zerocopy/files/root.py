@@ -208,22 +208,24 @@ class Root:
         if exc.errno in _NO_PROBE:
             return refused
         # Bisect on the length of the prefix: `low` opens (0 is the root itself), and no
-        # prefix longer than `high` does; the whole path, len(segments), failed.
+        # prefix longer than `high` does; the whole path, len(segments), failed. The first
+        # try is the parent: most often only the last name is missing, and one open settles it.
         low, high = 0, len(segments) - 1
+        middle = high
         found: tuple[int, bytes] | None = None
         try:
             while low < high:
-                middle = (low + high + 1) // 2
                 wanted = self.path_of(segments[:middle])
                 try:
                     handle = os.open(wanted, self._flags)
                 except OSError:
                     high = middle - 1
-                    continue
-                if found is not None:
-                    os.close(found[0])
-                found = (handle, wanted)
-                low = middle
+                else:
+                    if found is not None:
+                        os.close(found[0])
+                    found = (handle, wanted)
+                    low = middle
+                middle = (low + high + 1) // 2
             if found is None:
                 return refused  # The failure is in the root's own entries.
             handle, wanted = found
