@@ -131,3 +131,23 @@ def test_directories_are_not_cached_and_nothing_leaks(tree: Path) -> None:
     assert cache.statistics().entries == 1
     cache.clear()
     assert open_fd_count() == before
+
+
+def test_a_directory_moved_out_of_the_root_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.txt").write_bytes(b"private now")
+    outside = tmp_path / "outside"
+    for follow in (False, True):
+        cache = OpenFileCache(Root(str(root), follow_symlinks=follow))
+        opened = cache.open(("d", "f.txt"))
+        opened.close()
+        # The directory leaves the root; a symlink in its place still reaches the same file.
+        os.rename(root / "d", outside)
+        (root / "d").symlink_to(outside)
+        with pytest.raises(Refused) as info:
+            cache.open(("d", "f.txt"))
+        assert info.value.status_hint == (404 if follow else 403)
+        cache.clear()
+        (root / "d").unlink()
+        os.rename(outside, root / "d")

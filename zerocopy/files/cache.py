@@ -5,12 +5,15 @@ Theory of operation. Opening a file safely costs six syscalls (``open`` with ``O
 ``close``; see ``root.py``). For a hot small file that is most of the work of a request.
 Like nginx's ``open_file_cache``, this cache keeps the descriptor open between requests;
 unlike nginx's, which trusts an entry for ``open_file_cache_valid`` (60 s) without looking, it
-revalidates on every hit with one ``stat`` of the path:
+revalidates on every hit with two syscalls:
 
-* same device, inode, size, mtime, ctime and mode: the path still names the very file that
-  was opened and checked, so its descriptor is reused. Equal (device, inode) means the same
-  file object, whatever path led to it, so containment still holds; ctime covers chmod, a new
-  hard link and rename, so a file made unreadable is not served from the cache.
+* ``stat`` of the path: same device, inode, size, mtime, ctime and mode means the path still
+  names the very file that was opened, unchanged. ctime covers chmod, a new hard link and
+  rename, so a file made unreadable is not served from the cache.
+* ``readlink`` of ``/proc/self/fd/N`` (:meth:`Root.still_inside`): the kernel's current path
+  for the descriptor must still pass the containment check. ``stat`` alone would miss a
+  directory above the file that was moved out of the root and replaced by a symlink to its
+  new place: the path would still reach the same, unchanged file, now outside the root.
 * anything else, or an error: the entry is dropped and the path is opened afresh through
   :meth:`Root.open`, with all of its checks.
 
@@ -122,7 +125,11 @@ class OpenFileCache:
                 info = os.stat(entry.wanted, follow_symlinks=self.root.follow_symlinks)
             except OSError:
                 info = None
-            if info is not None and _identity(info) == entry.identity:
+            if (
+                info is not None
+                and _identity(info) == entry.identity
+                and self.root.still_inside(entry.opened, entry.wanted)
+            ):
                 self._hits += 1
                 entry.borrowers += 1
                 entry.last_used = self._clock()

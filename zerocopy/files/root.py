@@ -185,6 +185,20 @@ class Root:
             os.close(handle)
         return Opened(fd, info, actual)
 
+    def still_inside(self, opened: Opened, wanted: bytes) -> bool:
+        """Whether an open file is still where :meth:`open` found it, as far as containment
+        goes: the kernel's current path for its descriptor passes the same check.
+
+        A directory above the file may have been moved out of the root (and replaced by a
+        symlink, so that the old path still reaches the file): the descriptor's path then
+        shows where the file is now. One ``readlink``, no open. For the open-file cache.
+        """
+        try:
+            actual = os.readlink(b"/proc/self/fd/%d" % opened.fd)
+        except OSError:
+            return False
+        return self._escape(actual, wanted, opened.stat) is None
+
     @staticmethod
     def _describe(handle: int) -> tuple[bytes, os.stat_result]:
         """Where ``handle`` resolved to, and its ``fstat``; raises :class:`Refused`."""
