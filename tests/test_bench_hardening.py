@@ -41,8 +41,18 @@ def test_render_states_targets_and_verdicts() -> None:
             "downloads": 4,
             "file_size": 256 * MiB,
             "medians": {
-                "offload": {"p99_baseline_ms": 1.0, "p99_cold_ms": 1.5, "p99_ratio": 1.5},
-                "no-offload": {"p99_baseline_ms": 1.0, "p99_cold_ms": 9.0, "p99_ratio": 9.0},
+                "offload": {
+                    "p99_baseline_ms": 1.0,
+                    "p99_cold_ms": 1.5,
+                    "p99_ratio": 1.5,
+                    "probe_requests": 4000,
+                },
+                "no-offload": {
+                    "p99_baseline_ms": 1.0,
+                    "p99_cold_ms": 9.0,
+                    "p99_ratio": 9.0,
+                    "probe_requests": 300,
+                },
             },
         },
         "idle": {
@@ -54,8 +64,8 @@ def test_render_states_targets_and_verdicts() -> None:
         },
     }
     text = hardening.render(results)
-    assert "| offload | 1.00 | 1.50 | 1.5x | met |" in text
-    assert "| no-offload | 1.00 | 9.00 | 9.0x | (reference) |" in text
+    assert "| offload | 1.00 | 1.50 | 1.5x | 4000 | met |" in text
+    assert "| no-offload | 1.00 | 9.00 | 9.0x | 300 | (reference) |" in text
     assert "| probe p99 while held | 3.00 ms | < 100 ms | met |" in text
     assert "| RSS per idle connection | 40.0 KiB | <= 32 KiB | not met |" in text
     assert "coordinated omission" in text
