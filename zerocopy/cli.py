@@ -18,7 +18,7 @@ from zerocopy.server import (
     default_max_connections,
     default_open_file_cache,
 )
-from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS, STRATEGIES
+from zerocopy.transfer import DEFAULT_THREADS, STRATEGIES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(STRATEGIES),
         default="auto",
         help="how file bodies are sent: sendfile, splice (file->pipe->socket), readwrite "
-        f"(pread+send), or auto (readwrite below {AUTO_THRESHOLD // 1024} KiB, sendfile above); "
+        "(pread+send), or auto (the one measured cheapest under load: sendfile); "
         "sendfile and splice fall back to readwrite where the file system cannot do them",
     )
     serve.add_argument(
