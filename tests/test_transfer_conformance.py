@@ -25,6 +25,7 @@ import trio.testing
 
 from zerocopy.span import FileSpan
 from zerocopy.transfer import (
+    AUTO_THRESHOLD,
     STRATEGIES,
     BufferPool,
     Counters,
@@ -455,7 +456,7 @@ async def test_registry_strategies_send_identical_bytes(
     assert stats.body_bytes == size
     assert stats.fallbacks == 0
     # auto sends spans under its threshold by read/write; the others never do on ext4.
-    zero_copy = name != "readwrite" and not (name == "auto" and size < 64 * KiB)
+    zero_copy = name != "readwrite" and not (name == "auto" and size < AUTO_THRESHOLD)
     assert stats.bytes_zero_copy == (size if zero_copy else 0)
 
 
