@@ -55,43 +55,28 @@ async def _send(strategy: TransferStrategy, fd: int) -> str:
 
 
 @pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
-async def test_cold_chunks_are_offloaded_and_bytes_are_intact(tmp_path: Path, name: str) -> None:
-    fd, data = _cold_file(tmp_path / "cold.bin")
+@pytest.mark.parametrize(
+    ("case", "threads"),
+    [("cold", 2), ("hot", 2), ("cold", 0)],
+    ids=["cold-offloaded", "hot-stays-on-the-loop", "offload-disabled"],
+)
+async def test_offload(tmp_path: Path, name: str, case: str, threads: int) -> None:
+    fd, data = _cold_file(tmp_path / "data.bin")
+    if case == "hot":
+        os.pread(fd, SIZE, 0)  # now every page is cached
     counters = Counters()
-    strategy = _build(name, counters, threads=2)
+    strategy = _build(name, counters, threads=threads)
     try:
-        assert await _send(strategy, fd) == conformance.sha256(data)
+        assert await _send(strategy, fd) == conformance.sha256(data)  # bytes intact, always
     finally:
         strategy.close()
         os.close(fd)
-    assert counters.offloaded >= 1
-    assert counters.eagain["preadv2"] >= 1  # the probe (or the RWF_NOWAIT read) saw the miss
-
-
-@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
-async def test_hot_file_stays_on_the_loop(tmp_path: Path, name: str) -> None:
-    fd, data = _cold_file(tmp_path / "hot.bin")
-    os.pread(fd, SIZE, 0)  # now every page is cached
-    counters = Counters()
-    strategy = _build(name, counters, threads=2)
-    try:
-        assert await _send(strategy, fd) == conformance.sha256(data)
-    finally:
-        strategy.close()
-        os.close(fd)
-    assert counters.offloaded == 0
-    assert counters.syscalls["preadv2"] >= 1  # probed (or read) without waiting
-
-
-@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
-async def test_offload_disabled_never_probes(tmp_path: Path, name: str) -> None:
-    fd, data = _cold_file(tmp_path / "cold.bin")
-    counters = Counters()
-    strategy = _build(name, counters, threads=0)
-    try:
-        assert await _send(strategy, fd) == conformance.sha256(data)
-    finally:
-        strategy.close()
-        os.close(fd)
-    assert counters.offloaded == 0
-    assert counters.syscalls["preadv2"] == counters.eagain["preadv2"] == 0
+    if threads == 0:  # never probes, never offloads
+        assert counters.offloaded == 0
+        assert counters.syscalls["preadv2"] == counters.eagain["preadv2"] == 0
+    elif case == "cold":  # the probe (or the RWF_NOWAIT read) saw the miss, and a thread read
+        assert counters.offloaded >= 1
+        assert counters.eagain["preadv2"] >= 1
+    else:  # probed (or read) without waiting, and stayed on the loop
+        assert counters.offloaded == 0
+        assert counters.syscalls["preadv2"] >= 1

@@ -27,7 +27,7 @@ from zerocopy.http import (
 from zerocopy.transfer import Counters, recv, send_all
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from zerocopy.server.listener import Connection
     from zerocopy.server.serve import ServerStatistics
@@ -61,28 +61,26 @@ def _collector(statistics: Callable[[], ServerStatistics]) -> Any:
             yield GaugeMetricFamily(
                 "zerocopy_connections_open", "Connections open now.", value=stats.connections_open
             )
-            responses = CounterMetricFamily(
-                "zerocopy_responses", "Responses sent, by status.", labels=["status"]
-            )
-            for status, count in sorted(stats.responses.items()):
-                responses.add_metric([str(status)], count)
-            yield responses
-            calls = CounterMetricFamily(
-                "zerocopy_syscalls",
-                "Transfer-path syscalls that returned, by kernel name.",
-                labels=["syscall"],
-            )
-            for name, count in sorted(transfer.syscalls.items()):
-                calls.add_metric([name], count)
-            yield calls
-            eagain = CounterMetricFamily(
-                "zerocopy_syscalls_eagain",
-                "Transfer-path syscalls that failed with EAGAIN.",
-                labels=["syscall"],
-            )
-            for name, count in sorted(transfer.eagain.items()):
-                eagain.add_metric([name], count)
-            yield eagain
+            labelled: list[tuple[str, str, str, Mapping[Any, int]]] = [
+                ("zerocopy_responses", "Responses sent, by status.", "status", stats.responses),
+                (
+                    "zerocopy_syscalls",
+                    "Transfer-path syscalls that returned, by kernel name.",
+                    "syscall",
+                    transfer.syscalls,
+                ),
+                (
+                    "zerocopy_syscalls_eagain",
+                    "Transfer-path syscalls that failed with EAGAIN.",
+                    "syscall",
+                    transfer.eagain,
+                ),
+            ]
+            for family_name, text, label, counts in labelled:
+                family = CounterMetricFamily(family_name, text, labels=[label])
+                for key, count in sorted(counts.items()):
+                    family.add_metric([str(key)], count)
+                yield family
             copied = CounterMetricFamily(
                 "zerocopy_user_copy_bytes",
                 "Bytes copied between kernel and user space (in: recv/preadv, out: send/sendmsg).",
