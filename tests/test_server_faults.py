@@ -191,9 +191,7 @@ async def test_grace_period_ends_stalled_transfers(
     server = await start_server(
         nursery, root=str(www), strategy=strategy, shutdown_grace=10.0, send_timeout=1000.0
     )
-    stalled = Timed(server.port, rcvbuf=64 * 1024)
-    await stalled.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-    await stalled.recv(100)
+    stalled, _, _ = await _start_slow_download(server, "big.bin")
     server.shutdown()
     start = trio.current_time()
     await server.wait_closed()
@@ -206,9 +204,7 @@ async def test_second_shutdown_stops_at_once(
 ) -> None:
     random_file(www / "big.bin", 64 * MiB)
     server = await start_server(nursery, root=str(www), strategy=strategy, shutdown_grace=100.0)
-    stalled = Timed(server.port, rcvbuf=64 * 1024)
-    await stalled.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-    await stalled.recv(100)
+    stalled, _, _ = await _start_slow_download(server, "big.bin")
     server.shutdown()
     await trio.sleep(1)
     server.shutdown()

@@ -41,13 +41,19 @@ class MetricsUnavailable(RuntimeError):
     """prometheus-client is not installed."""
 
 
-def _collector(statistics: Callable[[], ServerStatistics]) -> Any:
+def _families() -> tuple[Any, Any]:
+    """prometheus-client's counter and gauge family classes, imported on demand."""
     try:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     except ImportError as exc:
         raise MetricsUnavailable(
             "--metrics-port needs prometheus-client: pip install 'zerocopy[metrics]'"
         ) from exc
+    return CounterMetricFamily, GaugeMetricFamily
+
+
+def _collector(statistics: Callable[[], ServerStatistics]) -> Any:
+    CounterMetricFamily, GaugeMetricFamily = _families()
 
     class Collector:
         def collect(self) -> Iterator[Any]:
@@ -124,7 +130,7 @@ def render_metrics(statistics: Callable[[], ServerStatistics]) -> bytes:
 
 def check_available() -> None:
     """Raise :class:`MetricsUnavailable` now rather than at the first scrape."""
-    _collector(lambda: None)  # type: ignore[arg-type, return-value]
+    _families()
 
 
 async def serve_metrics_connection(
