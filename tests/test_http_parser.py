@@ -296,7 +296,9 @@ def test_half_close_still_returns_requests() -> None:
     parser.receive_data(get(b"/1") + get(b"/2"))
     parser.receive_data(b"")
     for target in (b"/1", b"/2"):
-        assert parser.next_event() == Request("GET", target, "1.1", True, {b"host": b"example.com"})
+        assert parser.next_event() == Request(
+            "GET", target, "1.1", True, {b"host": b"example.com"}, plain=True
+        )
     assert parser.next_event() is CLOSED
 
 

@@ -35,12 +35,12 @@ CONTENT = b"abcdefghijklmnopqrstuvwxyz0123456789"  # 36 bytes: easy to eyeball s
 MTIME = 784111777
 LAST_MODIFIED = b"Sun, 06 Nov 1994 08:49:37 GMT"
 ETAG = b'"2ebc7ba1-24"'
+DEV = 42
 REP = Representation(
-    size=len(CONTENT),
+    body=FileSpan(FD, 0, len(CONTENT), DEV),
     mtime=MTIME,
     etag=ETAG,
     content_type=b"text/plain; charset=utf-8",
-    dev=42,
 )
 
 
@@ -63,7 +63,7 @@ def request(
 
 
 def plan(req: Request, rep: Representation = REP, *, max_ranges: int = 8) -> ResponsePlan:
-    return plan_file(req, rep, FD, date=DATE, keep_alive=req.keep_alive, max_ranges=max_ranges)
+    return plan_file(req, rep, date=DATE, keep_alive=req.keep_alive, max_ranges=max_ranges)
 
 
 def parse_head(head: bytes) -> tuple[bytes, dict[bytes, bytes]]:
@@ -86,7 +86,7 @@ def body_bytes(result: ResponsePlan, content: bytes = CONTENT) -> bytes:
     for part in result.body:
         if isinstance(part, FileSpan):
             assert part.fd == FD
-            assert part.dev == REP.dev
+            assert part.dev == DEV
             out += content[part.offset : part.offset + part.count]
         else:
             out += part
@@ -138,7 +138,7 @@ def test_connection_header(
 
 def test_server_may_refuse_keep_alive() -> None:
     # The server (e.g. shutting down) passes keep_alive=False for a client that allowed it.
-    result = plan_file(request(), REP, FD, date=DATE, keep_alive=False, max_ranges=8)
+    result = plan_file(request(), REP, date=DATE, keep_alive=False, max_ranges=8)
     assert not result.keep_alive
     assert parse_head(result.head)[1][b"connection"] == b"close"
 
@@ -153,7 +153,9 @@ def test_head_has_the_get_head_and_no_body() -> None:
 
 
 def test_empty_file() -> None:
-    empty = Representation(size=0, mtime=MTIME, etag=b'"0-0"', content_type=b"text/plain")
+    empty = Representation(
+        body=FileSpan(FD, 0, 0, DEV), mtime=MTIME, etag=b'"0-0"', content_type=b"text/plain"
+    )
     result = plan(request(), empty)
     assert result.status == 200
     assert parse_head(result.head)[1][b"content-length"] == b"0"

@@ -455,9 +455,43 @@ async def test_registry_strategies_send_identical_bytes(
     stats = counters.statistics()
     assert stats.body_bytes == size
     assert stats.fallbacks == 0
-    # auto sends spans under its threshold by read/write; the others never do on ext4.
-    zero_copy = name != "readwrite" and not (name == "auto" and size < AUTO_THRESHOLD)
-    assert stats.bytes_zero_copy == (size if zero_copy else 0)
+    # A span without its bytes in memory goes zero-copy, except by readwrite.
+    assert stats.bytes_zero_copy == (0 if name == "readwrite" else size)
+    assert stats.bytes_from_memory == 0
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("size", [0, 1, 4096, AUTO_THRESHOLD, AUTO_THRESHOLD + 1])
+async def test_spans_held_in_memory_go_from_memory_only_with_auto(
+    name: str,
+    size: int,
+    pair: tuple[socket.socket, socket.socket],
+    file_fd: int,
+    data: bytes,
+) -> None:
+    # The open-file cache hands out spans that carry the file's bytes. auto sends those up to
+    # its threshold in one send; sendfile and splice stay zero-copy at every size.
+    counters = Counters()
+    strategy = make_strategy(name, counters)
+    span = FileSpan(file_fd, 0, size, os.fstat(file_fd).st_dev, data[:size])
+    sender, receiver = pair
+    reader = Reader(receiver)
+    try:
+        await send_parts(strategy, sender, reader, [(HEAD, span)])
+    finally:
+        strategy.close()
+    assert reader.hexdigest == sha256(HEAD, data[:size])
+    stats = counters.statistics()
+    assert stats.body_bytes == size
+    from_memory = name == "auto" and size <= AUTO_THRESHOLD
+    assert stats.bytes_from_memory == (size if from_memory else 0)
+    if from_memory:
+        # One copy out per byte (head and body in one send), and no file syscall at all.
+        assert stats.bytes_copied_out == len(HEAD) + size
+        assert stats.syscalls.get("sendfile", 0) == 0
+        assert stats.syscalls.get("preadv2", 0) == 0
+    else:
+        assert stats.bytes_zero_copy == (0 if name == "readwrite" else size)
 
 
 def test_make_strategy_rejects_unknown_names() -> None:

@@ -1,4 +1,5 @@
-"""WithFallback: zero-copy where the file system can, read/write where it cannot or for small spans.
+"""WithFallback: zero-copy where the file system can, read/write where it cannot or where a
+pipe cannot be had, and memory for small spans whose bytes are held (auto).
 
 The primary strategies here are fakes (small classes implementing the protocol), so that the
 routing is tested apart from the kernel; the fallback is the real read/write strategy on a
@@ -10,9 +11,11 @@ splice fine, so they are no use here.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
 from typing import TYPE_CHECKING, final
 
@@ -31,11 +34,13 @@ from tests.test_transfer_conformance import (
 )
 from zerocopy.span import FileSpan
 from zerocopy.transfer import (
-    AUTO_THRESHOLD,
     STRATEGIES,
     Counters,
+    Memory,
     ReadWrite,
+    ResourcesExhausted,
     Sendfile,
+    Splice,
     TransferStrategy,
     TransferUnsupported,
     WithFallback,
@@ -45,6 +50,7 @@ from zerocopy.transfer import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 # The conformance module's fixtures, found by pytest under their own names.
@@ -53,7 +59,6 @@ data = conformance.data
 data_path = conformance.data_path
 file_fd = conformance.file_fd
 
-# A threshold for the routing tests; the shipped ``auto`` uses AUTO_THRESHOLD (now 0).
 THRESHOLD = 64 * 1024
 
 
@@ -66,6 +71,7 @@ class Refusing:
     """
 
     name = "sendfile"
+    memory_max = 0
 
     def __init__(self, counters: Counters) -> None:
         self.calls = 0
@@ -89,6 +95,7 @@ class Recording:
     def __init__(self, inner: TransferStrategy) -> None:
         self.inner = inner
         self.name = inner.name
+        self.memory_max = inner.memory_max
         self.counts: list[int] = []
         self.closed = False
 
@@ -157,29 +164,82 @@ async def test_unsupported_device_falls_back_once_and_is_remembered(
     assert fallback.closed
 
 
-async def test_threshold_routes_small_spans_to_the_fallback(
+async def test_memory_routes_only_spans_that_hold_their_bytes(
     file_fd: int, data: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="zerocopy.transfer")
     counters = Counters()
     primary = Recording(Sendfile(counters))
     fallback = Recording(ReadWrite(counters))
-    strategy = WithFallback("auto", primary, fallback, counters, threshold=THRESHOLD)
-    counts = [0, 1, THRESHOLD - 1, THRESHOLD, THRESHOLD + 1, 3]
+    memory = Recording(Memory(counters, memory_max=THRESHOLD))
+    strategy = WithFallback("auto", primary, fallback, counters, memory=memory)
+    assert strategy.memory_max == THRESHOLD
+    dev = os.fstat(file_fd).st_dev
+
+    def held(count: int) -> FileSpan:
+        return FileSpan(file_fd, 7, count, dev, data[7 : 7 + count])
+
+    spans = [
+        held(0),
+        held(1),
+        held(THRESHOLD),
+        held(THRESHOLD + 1),  # too long to go from memory
+        span_of(file_fd, 7, 3),  # bytes not held
+    ]
     sender, receiver = socket_pair("tcp")
     reader = Reader(receiver)
     with sender, receiver:
-        await send_parts(
-            strategy, sender, reader, [(HEAD, span_of(file_fd, 7, count)) for count in counts]
-        )
+        await send_parts(strategy, sender, reader, [(HEAD, span) for span in spans])
     strategy.close()
 
-    assert reader.hexdigest == sha256(*(HEAD + data[7 : 7 + count] for count in counts))
-    assert primary.counts == [THRESHOLD, THRESHOLD + 1]
-    assert fallback.counts == [0, 1, THRESHOLD - 1, 3]
-    assert counters.fallbacks == 0  # small spans are routed, not fallen back
-    assert counters.bytes_zero_copy == 2 * THRESHOLD + 1
+    assert reader.hexdigest == sha256(*(HEAD + data[7 : 7 + span.count] for span in spans))
+    assert memory.counts == [0, 1, THRESHOLD]
+    assert primary.counts == [THRESHOLD + 1, 3]
+    assert fallback.counts == []
+    assert counters.fallbacks == 0
+    assert counters.bytes_from_memory == THRESHOLD + 1
     assert warnings_from(caplog) == []
+
+
+@contextlib.contextmanager
+def out_of_descriptors() -> Iterator[None]:
+    """RLIMIT_NOFILE at the lowest free descriptor number: the next fd, pipe2's included,
+    fails with EMFILE. Only for code that allocates no descriptor it needs to succeed."""
+    used = {int(name) for name in os.listdir("/proc/self/fd")}
+    lowest = next(fd for fd in range(len(used) + 1) if fd not in used)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_splice_out_of_descriptors_falls_back_before_the_head(
+    file_fd: int, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without a pipe, splice must give up before the head goes out, and read/write send the
+    # whole response: never a 200 head followed by a close.
+    caplog.set_level(logging.WARNING, logger="zerocopy.transfer")
+    counters = Counters()
+    splice = Splice(counters)
+    bare_sender, bare_receiver = socket_pair("unix")
+    with bare_sender, bare_receiver:
+        with out_of_descriptors(), pytest.raises(ResourcesExhausted):
+            await splice.send_span(bare_sender, span_of(file_fd, 0, 10), prefix=HEAD)
+        assert counters.syscalls == {}  # nothing at all was sent
+
+    strategy = WithFallback("splice", splice, ReadWrite(counters), counters)
+    sender, receiver = socket_pair("unix")
+    reader = Reader(receiver)
+    parts = [(HEAD, span_of(file_fd, 0, 100_000)), (b"--", span_of(file_fd, 5, 9))]
+    with sender, receiver, out_of_descriptors():
+        await send_parts(strategy, sender, reader, parts)
+    strategy.close()
+    assert reader.hexdigest == sha256(HEAD, data[:100_000], b"--", data[5:14])
+    assert counters.fallbacks == 2
+    assert counters.bytes_zero_copy == 0
+    assert len(warnings_from(caplog)) == 1  # logged once per episode
 
 
 # --- A real file system that cannot splice -------------------------------------------------
@@ -273,11 +333,9 @@ async def test_registry_strategy_on_procfs(
         strategy.close()
 
     assert reader.hexdigest == sha256(HEAD, content, b"--", content, data[: 2 * THRESHOLD])
-    # Every wrapper that tries zero-copy on a span this small falls back (auto's threshold
-    # is 0, so it tries sendfile too); readwrite has nothing to fall back from.
-    tries_zero_copy = name in {"sendfile", "splice"} or (
-        name == "auto" and len(span) >= AUTO_THRESHOLD
-    )
+    # Every wrapper tries zero-copy on a span whose bytes are not held, and falls back;
+    # readwrite has nothing to fall back from.
+    tries_zero_copy = name != "readwrite"
     assert counters.fallbacks == (2 if tries_zero_copy else 0)
     assert len(warnings_from(caplog)) == (1 if tries_zero_copy else 0)
     assert counters.bytes_zero_copy == (0 if name == "readwrite" else 2 * THRESHOLD)

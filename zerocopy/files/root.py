@@ -52,9 +52,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 from zerocopy.files.errors import Refused, refusal
+from zerocopy.span import FileSpan
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
+
+    from zerocopy.files.cache import CachedFile
 
 __all__ = ["Opened", "Root"]
 
@@ -91,13 +94,21 @@ class Opened:
         stat: ``fstat`` of ``fd``: the metadata of what was opened, not of what the path
             names now.
         path: The resolved absolute path, for logs.
-        release: How to give the descriptor back; ``None`` means ``os.close``.
+        entry: The open-file cache entry lent out, if the cache made it; :meth:`close` gives
+            it back instead of closing the descriptor.
     """
 
     fd: int
     stat: os.stat_result
     path: bytes
-    release: Callable[[], None] | None = None
+    entry: CachedFile | None = None
+
+    def body(self) -> FileSpan:
+        """The whole file, as a span that borrows :attr:`fd` (the cache entry's span, which
+        may hold the bytes, when there is one)."""
+        if self.entry is not None:
+            return self.entry.span
+        return FileSpan(self.fd, 0, self.stat.st_size, self.stat.st_dev)
 
     @property
     def is_dir(self) -> bool:
@@ -106,10 +117,10 @@ class Opened:
 
     def close(self) -> None:
         """Close the descriptor, or return it to the cache it came from."""
-        if self.release is None:
+        if self.entry is None:
             os.close(self.fd)
         else:
-            self.release()
+            self.entry.release()
 
 
 @final
@@ -185,19 +196,24 @@ class Root:
             os.close(handle)
         return Opened(fd, info, actual)
 
-    def still_inside(self, opened: Opened, wanted: bytes) -> bool:
+    def still_inside(self, fd: int, wanted: bytes, info: os.stat_result) -> bool:
         """Whether an open file is still where :meth:`open` found it, as far as containment
         goes: the kernel's current path for its descriptor passes the same check.
 
         A directory above the file may have been moved out of the root (and replaced by a
         symlink, so that the old path still reaches the file): the descriptor's path then
         shows where the file is now. One ``readlink``, no open. For the open-file cache.
+
+        Args:
+            fd: The open file.
+            wanted: The path it was opened for (:meth:`path_of`).
+            info: Its ``fstat`` from when it was opened.
         """
         try:
-            actual = os.readlink(b"/proc/self/fd/%d" % opened.fd)
+            actual = os.readlink(b"/proc/self/fd/%d" % fd)
         except OSError:
             return False
-        return self._escape(actual, wanted, opened.stat) is None
+        return self._escape(actual, wanted, info) is None
 
     @staticmethod
     def _describe(handle: int) -> tuple[bytes, os.stat_result]:

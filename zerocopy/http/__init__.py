@@ -14,10 +14,12 @@ from zerocopy.http.ranges import ByteRange, plan_ranges
 from zerocopy.http.response import (
     Representation,
     ResponsePlan,
+    head_200,
     plan_content,
     plan_error,
     plan_file,
     plan_redirect,
+    representation_fields,
 )
 from zerocopy.http.target import Target, parse_target, redirect_location
 
@@ -36,6 +38,7 @@ __all__ = [
     "Target",
     "check_method",
     "format_http_date",
+    "head_200",
     "parse_http_date",
     "parse_target",
     "plan_content",
@@ -44,4 +47,5 @@ __all__ = [
     "plan_ranges",
     "plan_redirect",
     "redirect_location",
+    "representation_fields",
 ]

@@ -82,10 +82,14 @@ _TRACKED: Final = frozenset(
 )
 
 
+_NONE_REPEATED: Final = frozenset[bytes]()
+
+
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One parsed request head.
+    """One parsed request head. Not frozen: one is made per request, and a frozen
+    dataclass's ``__init__`` costs about four times as much. Treat it as read-only.
 
     Attributes:
         method: The method, e.g. ``"GET"``.
@@ -95,6 +99,8 @@ class Request:
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
+        plain: No tracked header but Host: no conditional, no range, no body. Such a GET or
+            HEAD of a cached file takes the server's fast path.
     """
 
     method: str
@@ -104,6 +110,7 @@ class Request:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     repeated: frozenset[bytes] = frozenset()
     has_body: bool = False
+    plain: bool = False
 
     def single(self, name: bytes) -> bytes | None:
         """Return a header that must appear at most once, or ``None`` if absent or repeated."""
@@ -292,8 +299,9 @@ class RequestParser:
             # it is another protocol.
             keep_alive=parser.should_keep_alive() and not parser.should_upgrade(),
             headers=headers,
-            repeated=frozenset(self._repeated),
+            repeated=frozenset(self._repeated) if self._repeated else _NONE_REPEATED,
             has_body=has_body,
+            plain=len(headers) == (b"host" in headers),
         )
 
     def on_body(self, body: bytes) -> None:

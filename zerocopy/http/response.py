@@ -18,18 +18,20 @@ from zerocopy.http.conditional import evaluate_preconditions, if_range_allows
 from zerocopy.http.dates import format_http_date
 from zerocopy.http.errors import HTTPError
 from zerocopy.http.ranges import ByteRange, plan_ranges
-from zerocopy.span import FileSpan
 
 if TYPE_CHECKING:
     from zerocopy.http.parser import Request
+    from zerocopy.span import FileSpan
 
 __all__ = [
     "Representation",
     "ResponsePlan",
+    "head_200",
     "plan_content",
     "plan_error",
     "plan_file",
     "plan_redirect",
+    "representation_fields",
 ]
 
 SERVER: Final = b"zerocopy"
@@ -49,18 +51,22 @@ class Representation:
     """What the HTTP layer needs to know about a file.
 
     Attributes:
-        size: Length in bytes, from ``fstat`` of the open file.
+        body: The whole file, as a span the plan's body parts are cut from; its ``count`` is
+            the length (from ``fstat`` of the open file). The HTTP layer never looks inside.
         mtime: Modification time in whole seconds (Last-Modified's resolution).
         etag: Strong entity-tag, quotes included.
         content_type: Content-Type value.
-        dev: ``st_dev``, passed through to the body spans.
     """
 
-    size: int
+    body: FileSpan
     mtime: int
     etag: bytes
     content_type: bytes
-    dev: int = 0
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return self.body.count
 
 
 @final
@@ -103,10 +109,39 @@ def _head(
     )
 
 
+_OK_PREFIX: Final = _STATUS_LINES[200] + b"Server: " + SERVER + b"\r\nDate: "
+_END_KEEP_ALIVE: Final = b"\r\n"
+_END_KEEP_ALIVE_10: Final = b"Connection: keep-alive\r\n\r\n"
+_END_CLOSE: Final = b"Connection: close\r\n\r\n"
+
+
 @lru_cache(maxsize=4096)
 def _validators(mtime: int, etag: bytes) -> bytes:
     # The same file is asked for again and again; formatting its date is most of this.
     return b"Last-Modified: %s\r\nETag: %s\r\n" % (format_http_date(mtime), etag)
+
+
+def representation_fields(rep: Representation) -> bytes:
+    """The header fields of a 200 for ``rep``: everything but the status line, ``Server``,
+    ``Date`` and ``Connection``. The open-file cache keeps them with the file, and
+    :func:`head_200` completes them, so that a plain GET of a cached file formats nothing."""
+    return b"Content-Type: %s\r\nContent-Length: %d\r\n%sAccept-Ranges: bytes\r\n" % (
+        rep.content_type,
+        rep.body.count,
+        _validators(rep.mtime, rep.etag),
+    )
+
+
+def head_200(fields: bytes, date: bytes, version: str, keep_alive: bool) -> bytes:
+    """The head of a 200 with ``fields`` from :func:`representation_fields`: the same bytes
+    :func:`plan_file` sends for a request without conditionals or ranges."""
+    if not keep_alive:
+        end = _END_CLOSE
+    elif version == "1.0":
+        end = _END_KEEP_ALIVE_10
+    else:
+        end = _END_KEEP_ALIVE
+    return b"".join((_OK_PREFIX, date, b"\r\n", fields, end))
 
 
 def plan_error(
@@ -162,7 +197,6 @@ def plan_content(
 def plan_file(
     request: Request,
     rep: Representation,
-    fd: int,
     *,
     date: bytes,
     keep_alive: bool,
@@ -175,8 +209,9 @@ def plan_file(
 
     Args:
         request: A GET or HEAD request.
-        rep: The file's metadata, taken from ``fstat`` of ``fd``.
-        fd: The open file. The plan's spans borrow it; the caller closes it after sending.
+        rep: The file's metadata, taken from ``fstat`` of the open file. The plan's spans are
+            parts of ``rep.body``: they borrow its descriptor, which the caller closes after
+            sending.
         date: The Date header value.
         keep_alive: Whether the connection stays open after this response.
         max_ranges: The range-count guard.
@@ -204,15 +239,10 @@ def plan_file(
             ranges = plan_ranges(header, rep.size, max_ranges=max_ranges)
 
     if ranges is None:
-        fields = [
-            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (rep.content_type, rep.size),
-            validators,
-            b"Accept-Ranges: bytes\r\n",
-        ]
-        head = _head(200, date, fields, version=version, keep_alive=keep_alive)
+        head = head_200(representation_fields(rep), date, version, keep_alive)
         if request.method == "HEAD" or rep.size == 0:
             return ResponsePlan(200, head, (), keep_alive)
-        return ResponsePlan(200, head, (FileSpan(fd, 0, rep.size, rep.dev),), keep_alive)
+        return ResponsePlan(200, head, (rep.body,), keep_alive)
 
     if not ranges:
         error = HTTPError(
@@ -232,8 +262,7 @@ def plan_file(
             b"Accept-Ranges: bytes\r\n",
         ]
         head = _head(206, date, fields, version=version, keep_alive=keep_alive)
-        span = FileSpan(fd, only.start, len(only), rep.dev)
-        return ResponsePlan(206, head, (span,), keep_alive)
+        return ResponsePlan(206, head, (rep.body.part(only.start, len(only)),), keep_alive)
 
     boundary = b"%020d" % _boundary_source.getrandbits(64)
     parts: list[bytes | FileSpan] = []
@@ -249,7 +278,7 @@ def plan_file(
                 rep.size,
             )
         )
-        parts.append(FileSpan(fd, byte_range.start, len(byte_range), rep.dev))
+        parts.append(rep.body.part(byte_range.start, len(byte_range)))
     parts.append(b"\r\n--%s--\r\n" % boundary)
     body = tuple(parts)
     length = sum(len(part) for part in body)

@@ -4,34 +4,75 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass, field
-from typing import final
+from typing import Final, Literal, final
 
 from zerocopy.http import Limits
-from zerocopy.transfer import DEFAULT_THREADS
+from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS
 
-__all__ = ["ServerConfig", "default_max_connections", "default_open_file_cache"]
+__all__ = [
+    "ServerConfig",
+    "default_max_connections",
+    "default_open_file_cache",
+    "raise_descriptor_limit",
+]
+
+_HEADROOM: Final = 64
+"""Descriptors kept for listeners, logs, the inotify instance and worker threads."""
+_CACHE_MAX: Final = 16384
 
 
-def default_max_connections() -> int:
-    """Half the soft RLIMIT_NOFILE, less headroom.
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, and return it.
 
-    A busy connection holds its socket, the open file, and with splice a pipe (two fds); an
-    idle one holds only its socket. Half the limit leaves room for the files, and the headroom
-    covers listeners, logs and worker threads. Past the limit, accept pauses.
+    The soft limit stays at 1024 on most systems only for programs that use ``select()``; a
+    server on epoll should raise it itself (Go's runtime and systemd's advice do the same).
     """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(8, (soft - 64) // 2)
+        return 1 << 20
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open", "rb") as file:
+                target = int(file.read())
+        except (OSError, ValueError):
+            target = soft
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft
+        return target
+    return soft
+
+
+def _soft_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 def default_open_file_cache() -> int:
-    """256 descriptors (nginx examples use ``open_file_cache max=1000``), at most 1/8 of
-    the soft RLIMIT_NOFILE, so the cache never crowds out connections."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return min(256, soft // 8)
+    """A quarter of the soft RLIMIT_NOFILE, at most 16,384 descriptors.
+
+    With inotify, a hit costs no syscall on the file, so the cache is sized to hold a whole
+    web build or download area rather than nginx's example ``open_file_cache max=1000``; the
+    quarter leaves the rest of the descriptors to connections.
+    """
+    return max(0, min(_CACHE_MAX, _soft_limit() // 4))
+
+
+def default_max_connections(strategy: str = "auto", open_file_cache: int | None = None) -> int:
+    """Connections that fit in the soft RLIMIT_NOFILE beside the open-file cache.
+
+    A busy connection holds its socket and, when its file is not cached, the file; with
+    splice it also holds a pipe (two more). So each connection is counted at 2 descriptors,
+    or 4 with splice, after the cache's share and some headroom. Past the limit, accept
+    pauses. Should descriptors still run out, a request gets 503, and a splice transfer falls
+    back to read/write before its head goes out.
+    """
+    cache = default_open_file_cache() if open_file_cache is None else open_file_cache
+    per_connection = 4 if strategy == "splice" else 2
+    return max(8, (_soft_limit() - _HEADROOM - cache) // per_connection)
 
 
 @final
@@ -55,12 +96,19 @@ class ServerConfig:
         send_timeout: Seconds without the kernel accepting a byte before the connection is
             dropped; measured between writes, like nginx's ``send_timeout`` (60 s).
         shutdown_grace: Seconds in-flight responses get to finish after SIGTERM or SIGINT.
-        max_connections: Concurrent connections; past it, accept waits.
+        max_connections: Concurrent connections; past it, accept waits. ``None``: as many as
+            RLIMIT_NOFILE allows (:func:`default_max_connections`), computed at start.
         access_log: Log one line per response (Common Log Format) to the
             ``zerocopy.access`` logger.
         metrics_port: Serve Prometheus metrics on this port (on ``bind``); ``None``: off.
-        open_file_cache: Most file descriptors kept open for reuse (0: off); see
-            ``zerocopy.files.cache``.
+        open_file_cache: Most file descriptors kept open for reuse (0: off); ``None``:
+            :func:`default_open_file_cache`, computed at start. See ``zerocopy.files.cache``.
+        open_file_cache_revalidate: ``inotify`` (the kernel reports changes, every hit costs
+            one ``ioctl``) or ``always`` (``stat`` and ``readlink`` on every hit, for file
+            systems where inotify cannot see changes, such as some network mounts).
+        memory_cache: Most bytes of small files the open-file cache keeps in memory, for
+            ``auto`` to send them in one ``send`` (0: none).
+        auto_threshold: The largest file ``auto`` sends from memory.
         offload_threads: Worker threads for file chunks that are not in the page cache
             (0: read on the event loop, which then blocks on the disk); see
             ``zerocopy.transfer.offload``.
@@ -77,8 +125,11 @@ class ServerConfig:
     idle_timeout: float = 15.0
     send_timeout: float = 30.0
     shutdown_grace: float = 10.0
-    max_connections: int = field(default_factory=default_max_connections)
+    max_connections: int | None = None
     access_log: bool = False
     metrics_port: int | None = None
-    open_file_cache: int = field(default_factory=default_open_file_cache)
+    open_file_cache: int | None = None
     offload_threads: int = DEFAULT_THREADS
+    open_file_cache_revalidate: Literal["inotify", "always"] = "inotify"
+    memory_cache: int = 32 * 1024 * 1024
+    auto_threshold: int = AUTO_THRESHOLD

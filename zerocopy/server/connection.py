@@ -4,99 +4,50 @@ Theory of operation:
 
 * One task per connection, started by ``trio.serve_listeners``. The task owns the socket and
   closes it on every path out.
-* Deadlines are cancel scopes. The head deadline is set when a request's first byte arrives
-  (or at accept, for the first request) and is not moved by later bytes, so a client that
+* Reading comes first, waiting second: when the parser needs data, the socket is read at once
+  (``Sender.receive_now``). Only when it holds nothing does the task build a cancel scope
+  with the right deadline and wait. Under load, the next request is usually already there, and
+  a request that is answered without waiting costs one pass through trio's scheduler, taken
+  by the response (see ``sender.py``).
+* Deadlines are cancel scopes around the waits. The head deadline runs from a request's first
+  byte (for the first request, from accept) and is not moved by later bytes, so a client that
   trickles its head cannot keep the connection. Between requests the idle deadline applies,
   and shutdown cancels idle waits at once. The send timeout lives in the transfer layer: it
   bounds each wait for the socket to become writable, like nginx's ``send_timeout``.
+* A plain GET or HEAD of a cached file (``Responder.cached``) is answered from the head kept
+  with the cache entry; everything else gets a plan from ``Responder.respond``.
 * Errors: before a response head goes out, every failure is an error plan (see
   ``respond.py``). After it, any failure closes the connection: a half-sent body can only be
   reported by closing.
-* Closing after a response we chose to end (``Connection: close``) is a lingering close, as
-  nginx does it: shut down our side, then read and discard until the client closes, for at most
-  :data:`LINGER_SECONDS`. Closing with unread request bytes would send RST, and an RST can
-  destroy the response in the client's receive buffer before it is read.
+* Closing after a response we chose to end (``Connection: close``) is a lingering close
+  (``Sender.linger``), as nginx does it.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import trio
 
-from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Request, RequestParser
-from zerocopy.span import FileSpan
-from zerocopy.transfer import (
-    FileTruncated,
-    PeerGone,
-    SendTimeout,
-    TransferError,
-    recv,
-    send_all,
-    translate_errors,
-)
+from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Request, RequestParser, head_200
+from zerocopy.transfer import FileTruncated, PeerGone, SendTimeout, TransferError
 
 if TYPE_CHECKING:
-    from zerocopy.http import ResponsePlan
+    import socket
+
+    from zerocopy.files import CachedFile
     from zerocopy.server.listener import Connection
     from zerocopy.server.serve import ServerState
-    from zerocopy.transfer import TransferStrategy
 
-__all__ = ["handle_connection", "send_plan"]
+__all__ = ["handle_connection"]
 
 logger = logging.getLogger("zerocopy.server")
 access_logger = logging.getLogger("zerocopy.access")
 
-RECV_SIZE: Final = 64 * 1024
-LINGER_SECONDS: Final = 2.0
-LINGER_MAX_BYTES: Final = 1024 * 1024
 
-
-async def send_plan(
-    sock: socket.socket, plan: ResponsePlan, strategy: TransferStrategy, state: ServerState
-) -> None:
-    """Send a plan's head and body parts, in order.
-
-    Small ``bytes`` parts are joined to what precedes them; each span goes out through the
-    strategy with the bytes before it as its prefix, so heads and boundaries share packets
-    with the data.
-
-    Raises:
-        TransferError: The response is incomplete; close the connection.
-    """
-    prefix = plan.head
-    for part in plan.body:
-        if isinstance(part, FileSpan):
-            await strategy.send_span(sock, part, prefix=prefix)
-            prefix = b""
-        else:
-            prefix += part
-    if prefix:
-        with translate_errors():
-            await send_all(sock, prefix, state.counters, send_timeout=state.config.send_timeout)
-
-
-async def _linger(sock: socket.socket, state: ServerState) -> None:
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        return
-    received = 0
-    with trio.move_on_after(LINGER_SECONDS):
-        while received < LINGER_MAX_BYTES:
-            try:
-                data = await recv(sock, RECV_SIZE, state.counters)
-            except OSError:
-                return
-            if not data:
-                return
-            received += len(data)
-
-
-def _log_access(peer: str, request: Request, plan: ResponsePlan) -> None:
+def _log_access(peer: str, request: Request, status: int, length: int) -> None:
     when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
     access_logger.info(
         '%s - - [%s] "%s %s HTTP/%s" %d %d',
@@ -105,8 +56,8 @@ def _log_access(peer: str, request: Request, plan: ResponsePlan) -> None:
         request.method,
         request.target.decode("latin-1"),
         request.version,
-        plan.status,
-        plan.body_length,
+        status,
+        length,
     )
 
 
@@ -122,7 +73,7 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
     try:
         linger = await _serve_requests(conn, state)
         if linger:
-            await _linger(conn.socket, state)
+            await state.sender.linger(conn.socket)
     except PeerGone as exc:
         logger.debug("%s: client went away: %s", conn.peer, exc)
     except SendTimeout as exc:
@@ -135,65 +86,111 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
         conn.close()
 
 
+async def _send_cached(
+    sock: socket.socket, state: ServerState, entry: CachedFile, request: Request, keep_alive: bool
+) -> int:
+    """Answer a plain GET or HEAD from a cache entry; returns the body length."""
+    fields = entry.memo
+    assert fields is not None, "Responder.cached returns entries with their fields"
+    head = head_200(fields, state.dates.now(), request.version, keep_alive)
+    body = entry.span
+    if request.method == "HEAD" or not body.count:
+        await state.sender.send_bytes(sock, head)
+        return 0
+    entry.borrowers += 1
+    try:
+        await state.sender.send_file(sock, head, body)
+    finally:
+        entry.release()
+    return body.count
+
+
 async def _serve_requests(conn: Connection, state: ServerState) -> bool:
     """Run the request loop. Returns whether the close should linger."""
     config = state.config
     sock = conn.socket
+    sender = state.sender
+    responder = state.responder
+    responses = state.responses
     parser = RequestParser(config.limits)
-    deadline = trio.current_time() + config.head_timeout
+    # When the current request's first byte arrived, if a wait needs to know; the first
+    # request's head deadline runs from accept.
+    head_started: float | None = trio.current_time()
     while True:
         try:
             event = parser.next_event()
         except HTTPError as error:
-            plan = state.responder.error(error, None, keep_alive=False)
-            state.count_response(plan)
-            await send_plan(sock, plan, state.strategy, state)
+            plan = responder.error(error, None, keep_alive=False)
+            responses[plan.status] += 1
+            await sender.send_plan(sock, plan)
             return True
         if event is NEED_DATA:
-            idle = not parser.in_message
-            if idle and state.shutting_down:
-                return False
-            with trio.CancelScope(deadline=deadline) as scope:
-                if idle:
-                    state.idle_scopes.add(scope)
-                try:
-                    data = await recv(sock, RECV_SIZE, state.counters)
-                except OSError as exc:
-                    raise PeerGone(str(exc)) from exc
-                finally:
-                    state.idle_scopes.discard(scope)
-            if scope.cancelled_caught:
-                if parser.in_message and not state.shutting_down:
-                    timed_out = HTTPError(408, "request head timed out")
-                    plan = state.responder.error(timed_out, None, keep_alive=False)
-                    state.count_response(plan)
-                    await send_plan(sock, plan, state.strategy, state)
-                    return True
-                return False
-            if idle and data:
-                deadline = trio.current_time() + config.head_timeout
+            now_data = sender.receive_now(sock)
+            if now_data is not None:
+                data = now_data
+            else:
+                idle = not parser.in_message
+                if idle and state.shutting_down:
+                    return False
+                now = trio.current_time()
+                if head_started is not None:
+                    deadline = head_started + config.head_timeout
+                elif idle:
+                    deadline = now + config.idle_timeout
+                else:
+                    head_started = now  # Its first byte came in the read just made.
+                    deadline = now + config.head_timeout
+                data = b""
+                with trio.CancelScope(deadline=deadline) as scope:
+                    if idle:
+                        state.idle_scopes.add(scope)
+                    try:
+                        data = await sender.receive(sock)
+                    finally:
+                        if idle:
+                            state.idle_scopes.discard(scope)
+                if scope.cancelled_caught:
+                    if parser.in_message and not state.shutting_down:
+                        timed_out = HTTPError(408, "request head timed out")
+                        plan = responder.error(timed_out, None, keep_alive=False)
+                        responses[plan.status] += 1
+                        await sender.send_plan(sock, plan)
+                        return True
+                    return False
+                if idle and data:
+                    head_started = trio.current_time()
             parser.receive_data(data)
             continue
         if event is CLOSED:
             return False
         assert isinstance(event, Request)
-        keep_alive = event.keep_alive and not state.shutting_down
-        prepared = await state.responder.respond(event, keep_alive=keep_alive)
+        request = event
+        head_started = None
+        keep_alive = request.keep_alive and not state.shutting_down
+        entry = responder.cached(request) if request.plain else None
         try:
-            await send_plan(sock, prepared.plan, state.strategy, state)
+            if entry is not None:
+                status = 200
+                length = await _send_cached(sock, state, entry, request, keep_alive)
+            else:
+                prepared = await responder.respond(request, keep_alive=keep_alive)
+                try:
+                    plan = prepared.plan
+                    status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
+                    await sender.send_plan(sock, plan)
+                finally:
+                    prepared.close()
         except FileTruncated as exc:
-            path = prepared.file.path.decode(errors="replace") if prepared.file else "?"
+            path = entry.path if entry is not None else prepared.path
             logger.error(
-                "%s: %s truncated while being sent: %s; connection closed", conn.peer, path, exc
+                "%s: %s truncated while being sent: %s; connection closed",
+                conn.peer,
+                (path or b"?").decode(errors="replace"),
+                exc,
             )
             return False
-        finally:
-            prepared.close()
-        state.count_response(prepared.plan)
+        responses[status] += 1
         if config.access_log:
-            _log_access(conn.peer, event, prepared.plan)
-        if not prepared.plan.keep_alive:
+            _log_access(conn.peer, request, status, length)
+        if not keep_alive:
             return True
-        deadline = trio.current_time() + (
-            config.head_timeout if parser.in_message else config.idle_timeout
-        )

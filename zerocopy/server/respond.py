@@ -1,15 +1,23 @@
-"""From a parsed request to a response plan: the glue between http/ and files/.
+"""From a parsed request to a response: the glue between http/ and files/.
 
-Everything here is synchronous except the directory listing, which reads the directory in a
-worker thread. Every failure before the head is sent becomes an error plan here, so the
-connection loop only ever sends plans.
+Two paths:
+
+* **The fast path** (:meth:`Responder.cached`): a plain GET or HEAD (no conditional, no
+  range) of a file that a previous request resolved to an open-file cache entry. The raw
+  request-target is looked up in a map of targets already parsed and resolved (the same bytes
+  always decode to the same path), the entry is checked fresh (``OpenFileCache.fresh``), and
+  the connection sends the 200 head kept with the entry, completed with ``Date`` and
+  ``Connection``. No target parsing, no path resolution, no plan.
+* **The full path** (:meth:`Responder.respond`): everything else, and the first request for
+  each target. It returns a :class:`Prepared` plan. Everything here is synchronous except the
+  directory listing, which reads the directory in a worker thread. Every failure before the
+  head is sent becomes an error plan, so the connection loop only ever sends plans.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
@@ -17,7 +25,6 @@ from zerocopy.files import Refused, content_type, etag, read_entries, render_lis
 from zerocopy.http import (
     HTTPError,
     Representation,
-    ResponsePlan,
     check_method,
     parse_target,
     plan_content,
@@ -25,41 +32,48 @@ from zerocopy.http import (
     plan_file,
     plan_redirect,
     redirect_location,
+    representation_fields,
 )
-from zerocopy.span import FileSpan
 
 if TYPE_CHECKING:
-    from zerocopy.files import Opened, OpenFileCache
-    from zerocopy.http import DateCache, Limits, Request, Target
+    from zerocopy.files import CachedFile, Opened, OpenFileCache
+    from zerocopy.http import DateCache, Limits, Request, ResponsePlan, Target
 
 __all__ = ["Prepared", "Responder"]
 
 logger = logging.getLogger("zerocopy.server")
-_HTML = b"text/html; charset=utf-8"
-
-
-def _has_span(plan: ResponsePlan) -> bool:
-    return any(isinstance(part, FileSpan) for part in plan.body)
+_HTML: Final = b"text/html; charset=utf-8"
+_FAST_METHODS: Final = frozenset({"GET", "HEAD"})
 
 
 @final
-@dataclass(frozen=True, slots=True)
 class Prepared:
-    """A plan and the file its spans borrow.
+    """A plan, and every file opened to make it.
 
     Attributes:
         plan: What to send.
-        file: The open file the plan's spans read from, or ``None``. The connection closes it
-            after the plan has been sent, or has failed.
+        files: The files and directories opened for the plan; its spans borrow one of them.
+            :meth:`close` is the one place they are closed, after the plan was sent or failed.
     """
 
-    plan: ResponsePlan
-    file: Opened | None = None
+    __slots__ = ("files", "path", "plan")
+
+    def __init__(self, plan: ResponsePlan, files: list[Opened] | None = None) -> None:
+        self.plan = plan
+        self.files = files or []
+        self.path = self.files[-1].path if self.files else None
+        """The resolved path of the last file opened (the one sent), for logs."""
 
     def close(self) -> None:
-        """Close the borrowed file, if any."""
-        if self.file is not None:
-            self.file.close()
+        """Close (or give back to the cache) every file opened for the plan."""
+        files, self.files = self.files, []
+        _close_all(files)
+
+
+def _close_all(files: list[Opened]) -> None:
+    """The one place where the files opened for a response are closed."""
+    for opened in files:
+        opened.close()
 
 
 @final
@@ -71,16 +85,41 @@ class Responder:
         limits: For the range-count guard.
         dates: The shared Date header cache.
         listing: Render listings for directories without index.html (else 403).
+        max_targets: Most request-targets remembered for the fast path; the map is emptied
+            when it is full (it is rebuilt by the next requests).
     """
 
     def __init__(
-        self, files: OpenFileCache, limits: Limits, dates: DateCache, *, listing: bool
+        self,
+        files: OpenFileCache,
+        limits: Limits,
+        dates: DateCache,
+        *,
+        listing: bool,
+        max_targets: int = 4096,
     ) -> None:
         self._files = files
         self._root = files.root
         self._limits = limits
         self._dates = dates
         self._listing = listing
+        self._targets: dict[bytes, CachedFile] = {}
+        self._max_targets = max_targets
+
+    def cached(self, request: Request) -> CachedFile | None:
+        """The fresh cache entry that a plain GET or HEAD may be answered from, or ``None``.
+
+        The entry's ``memo`` holds the 200's representation fields (``head_200`` completes
+        them). The caller borrows the entry's descriptor for as long as it sends.
+        Never blocks: one ``ioctl`` on the inotify descriptor, or a revalidation.
+        """
+        entry = self._targets.get(request.target)
+        if entry is None or request.method not in _FAST_METHODS:
+            return None
+        if self._files.fresh(entry):
+            return entry
+        del self._targets[request.target]
+        return None
 
     async def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
         """Plan the response to ``request``.
@@ -90,93 +129,92 @@ class Responder:
             keep_alive: Whether the connection may stay open after the response.
 
         Returns:
-            The plan, and the open file that its spans borrow (the caller closes it).
+            The plan and the files it opened: the caller closes them (``Prepared.close``).
 
         Checkpoints: only when it renders a listing (in a worker thread).
         """
+        opened: list[Opened] = []
+        try:
+            plan = await self._plan(request, opened, keep_alive)
+        except BaseException:
+            _close_all(opened)
+            raise
+        return Prepared(plan, opened)
+
+    async def _plan(self, request: Request, opened: list[Opened], keep_alive: bool) -> ResponsePlan:
+        """The plan for ``request``; every file it opens is appended to ``opened``."""
         try:
             check_method(request.method)
             target = parse_target(request.target)
-            opened = self._files.open(target.segments)
+            found = self._open(target.segments, opened)
         except HTTPError as exc:
-            return Prepared(self.error(exc, request, keep_alive=keep_alive))
+            return self.error(exc, request, keep_alive=keep_alive)
         except Refused as exc:
-            return Prepared(self.refused(exc, request, keep_alive=keep_alive))
-        prepared: Prepared | None = None
-        try:
-            prepared = await self._respond_opened(request, target, opened, keep_alive=keep_alive)
-            return prepared
-        finally:
-            # Ownership of `opened` passes to the caller only inside the returned plan.
-            if prepared is None or prepared.file is not opened:
-                opened.close()
-
-    async def _respond_opened(
-        self, request: Request, target: Target, opened: Opened, *, keep_alive: bool
-    ) -> Prepared:
-        """Plan the response for an open file or directory. Never closes ``opened``."""
+            return self.refused(exc, request, keep_alive=keep_alive)
         date = self._dates.now()
-        if opened.is_dir:
-            if not target.trailing_slash:
-                location = redirect_location(target)
-                return Prepared(plan_redirect(location, request, date=date, keep_alive=keep_alive))
-            try:
-                index = self._files.open((*target.segments, "index.html"))
-            except Refused as exc:
-                if exc.status_hint != 404:
-                    return Prepared(self.refused(exc, request, keep_alive=keep_alive))
-                return await self._listing_of(request, target, opened, keep_alive=keep_alive)
-            if index.is_dir:
-                index.close()
-                return await self._listing_of(request, target, opened, keep_alive=keep_alive)
-            try:
-                prepared = self._file_plan(request, index, "index.html", date, keep_alive)
-            except BaseException:
-                index.close()
-                raise
-            if prepared.file is not index:
-                index.close()
-            return prepared
-        if target.trailing_slash:
-            error = HTTPError(404, "file requested as a directory", close=False)
-            return Prepared(self.error(error, request, keep_alive=keep_alive))
-        return self._file_plan(request, opened, target.segments[-1], date, keep_alive)
+        if not found.is_dir:
+            if target.trailing_slash:
+                error = HTTPError(404, "file requested as a directory", close=False)
+                return self.error(error, request, keep_alive=keep_alive)
+            return self._file_plan(request, found, target.segments[-1], date, keep_alive)
+        if not target.trailing_slash:
+            location = redirect_location(target)
+            return plan_redirect(location, request, date=date, keep_alive=keep_alive)
+        try:
+            index = self._open((*target.segments, "index.html"), opened)
+        except Refused as exc:
+            if exc.status_hint != 404:
+                return self.refused(exc, request, keep_alive=keep_alive)
+            return await self._listing_of(request, target, found, keep_alive=keep_alive)
+        if index.is_dir:
+            return await self._listing_of(request, target, found, keep_alive=keep_alive)
+        return self._file_plan(request, index, "index.html", date, keep_alive)
+
+    def _open(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened:
+        found = self._files.open(segments)
+        opened.append(found)
+        return found
 
     def _file_plan(
-        self, request: Request, opened: Opened, name: str, date: bytes, keep_alive: bool
-    ) -> Prepared:
-        info = opened.stat
+        self, request: Request, found: Opened, name: str, date: bytes, keep_alive: bool
+    ) -> ResponsePlan:
+        info = found.stat
         rep = Representation(
-            size=info.st_size,
+            body=found.body(),
             mtime=int(info.st_mtime),
             etag=etag(info),
             content_type=content_type(name),
-            dev=info.st_dev,
         )
-        plan = plan_file(
+        entry = found.entry
+        if entry is not None:
+            # Later plain requests for this very target take the fast path.
+            if entry.memo is None:
+                entry.memo = representation_fields(rep)
+            if len(self._targets) >= self._max_targets:
+                self._targets.clear()
+            self._targets[request.target] = entry
+        return plan_file(
             request,
             rep,
-            opened.fd,
             date=date,
             keep_alive=keep_alive,
             max_ranges=self._limits.max_ranges,
         )
-        return Prepared(plan, opened if _has_span(plan) else None)
 
     async def _listing_of(
-        self, request: Request, target: Target, opened: Opened, *, keep_alive: bool
-    ) -> Prepared:
+        self, request: Request, target: Target, directory: Opened, *, keep_alive: bool
+    ) -> ResponsePlan:
         if not self._listing:
             error = HTTPError(403, "directory listing disabled", close=False)
-            return Prepared(self.error(error, request, keep_alive=keep_alive))
+            return self.error(error, request, keep_alive=keep_alive)
         follow = self._root.follow_symlinks
         within = self._root.path
         entries = await trio.to_thread.run_sync(
-            lambda: read_entries(opened.fd, follow_symlinks=follow, within=within)
+            lambda: read_entries(directory.fd, follow_symlinks=follow, within=within)
         )
         body = render_listing(entries, target.path)
         date = self._dates.now()
-        return Prepared(plan_content(body, _HTML, request, date=date, keep_alive=keep_alive))
+        return plan_content(body, _HTML, request, date=date, keep_alive=keep_alive)
 
     def error(self, error: HTTPError, request: Request | None, *, keep_alive: bool) -> ResponsePlan:
         """The plan for an error, shaped by the request when there is one."""

@@ -27,18 +27,23 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from zerocopy.files import OpenFileCache, Root
+from zerocopy.files import CacheStatistics, OpenFileCache, Root
 from zerocopy.http import DateCache
+from zerocopy.server.config import (
+    default_max_connections,
+    default_open_file_cache,
+    raise_descriptor_limit,
+)
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, open_listeners
 from zerocopy.server.metrics import check_available, serve_metrics_connection
 from zerocopy.server.respond import Responder
+from zerocopy.server.sender import Sender
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from zerocopy.http import ResponsePlan
     from zerocopy.server.config import ServerConfig
     from zerocopy.transfer import TransferStrategy
 
@@ -57,12 +62,14 @@ class ServerStatistics:
         connections_open: Connections open now.
         responses: Responses sent, by status.
         transfer: The transfer layer's counters.
+        files: The open-file cache's counts.
     """
 
     connections_accepted: int
     connections_open: int
     responses: Mapping[int, int] = field(default_factory=dict)
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
+    files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
 
 
 def sock_name(listener: RawListener) -> tuple[str, int]:
@@ -80,23 +87,29 @@ class ServerState:
         self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
         # Read the system's MIME tables now, not during the first request.
         mimetypes.init()
-        self.files = OpenFileCache(self.root, max_entries=config.open_file_cache)
-        self.dates = DateCache()
-        self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
         self.counters = Counters()
         settings = TransferSettings(
-            send_timeout=config.send_timeout, offload_threads=config.offload_threads
+            send_timeout=config.send_timeout,
+            offload_threads=config.offload_threads,
+            auto_threshold=config.auto_threshold,
         )
         self.strategy: TransferStrategy = make_strategy(config.strategy, self.counters, settings)
+        self.sender = Sender(self.strategy, self.counters, send_timeout=config.send_timeout)
+        cache_size = config.open_file_cache
+        self.files = OpenFileCache(
+            self.root,
+            max_entries=default_open_file_cache() if cache_size is None else cache_size,
+            revalidate=config.open_file_cache_revalidate,
+            keep_data_below=self.strategy.memory_max if config.memory_cache else 0,
+            memory_limit=config.memory_cache,
+        )
+        self.dates = DateCache()
+        self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
         self.shutting_down = False
         self.idle_scopes: set[trio.CancelScope] = set()
         self.connections_accepted = 0
         self.connections_open = 0
         self.responses: Counter[int] = Counter()
-
-    def count_response(self, plan: ResponsePlan) -> None:
-        """Count a response that was sent."""
-        self.responses[plan.status] += 1
 
 
 @final
@@ -113,12 +126,16 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        raise_descriptor_limit()
         self._state = ServerState(config)
+        max_connections = config.max_connections
+        if max_connections is None:
+            max_connections = default_max_connections(config.strategy, config.open_file_cache)
+        self._slots = trio.Semaphore(max_connections)
         self._listeners: list[RawListener] = []
         self._metrics_listeners: list[RawListener] = []
         self._addresses: list[tuple[str, int]] = []
         self._metrics_port: int | None = None
-        self._slots = trio.Semaphore(config.max_connections)
         if config.metrics_port is not None:
             check_available()
         self._accept_scope = trio.CancelScope()
@@ -178,6 +195,7 @@ class Server:
             connections_open=state.connections_open,
             responses=MappingProxyType(dict(state.responses)),
             transfer=state.counters.statistics(),
+            files=state.files.statistics(),
         )
 
     async def serve(
@@ -222,7 +240,7 @@ class Server:
         finally:
             self._close_listeners()
             self._state.strategy.close()
-            self._state.files.clear()
+            self._state.files.close()
             self._closed.set()
 
     def _close_listeners(self) -> None:

@@ -1,32 +1,35 @@
 """Transfer strategies: how a file span gets from the page cache to a socket.
 
 The registry maps each ``--strategy`` name to a factory. ``sendfile`` and ``splice`` come
-wrapped in the read/write fallback (for file systems that cannot do zero-copy); ``auto`` also
-sends small spans by read/write. The bare strategy classes are exported for tests and
-benchmarks that want one path only.
+wrapped in the read/write fallback (for file systems that cannot do zero-copy, and for splice
+under descriptor pressure); ``auto`` is sendfile with that fallback, and it also sends small
+files that the open-file cache holds in memory in one ``send`` (``memory.py``). The bare
+strategy classes are exported for tests and benchmarks that want one path only.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Final, final
 
-from zerocopy.transfer.auto import AUTO_THRESHOLD, WithFallback
 from zerocopy.transfer.base import TransferStrategy
 from zerocopy.transfer.counters import Counters, TransferStatistics
 from zerocopy.transfer.errors import (
     FileTruncated,
     PeerGone,
+    ResourcesExhausted,
     SendTimeout,
     TransferError,
     TransferUnsupported,
     translate_errors,
 )
+from zerocopy.transfer.fallback import WithFallback
+from zerocopy.transfer.memory import Memory
 from zerocopy.transfer.offload import DEFAULT_THREADS, Offload
 from zerocopy.transfer.readwrite import BufferPool, ReadWrite
 from zerocopy.transfer.sendfile import Sendfile
-from zerocopy.transfer.sockio import recv, send_all
+from zerocopy.transfer.sockio import recv, retry_writable, send_all, wait_writable
 from zerocopy.transfer.splice import PipePool, Splice
 
 if TYPE_CHECKING:
@@ -39,10 +42,12 @@ __all__ = [
     "BufferPool",
     "Counters",
     "FileTruncated",
+    "Memory",
     "Offload",
     "PeerGone",
     "PipePool",
     "ReadWrite",
+    "ResourcesExhausted",
     "SendTimeout",
     "Sendfile",
     "Splice",
@@ -54,9 +59,15 @@ __all__ = [
     "WithFallback",
     "make_strategy",
     "recv",
+    "retry_writable",
     "send_all",
     "translate_errors",
+    "wait_writable",
 ]
+
+
+AUTO_THRESHOLD: Final = 64 * 1024
+"""The largest file ``auto`` sends from memory (the open-file cache holds its bytes)."""
 
 
 @final
@@ -68,43 +79,45 @@ class TransferSettings:
         send_timeout: Seconds one wait for a full socket may last (``sockio.wait_writable``).
         offload_threads: Worker threads for chunks not in the page cache (``offload.py``);
             0 keeps every file read on the event loop.
+        auto_threshold: The largest file ``auto`` sends from memory; 0: never.
     """
 
     send_timeout: float = math.inf
     offload_threads: int = DEFAULT_THREADS
+    auto_threshold: int = AUTO_THRESHOLD
 
 
-def _parts(counters: Counters, settings: TransferSettings) -> dict[str, Any]:
-    offload = Offload(counters, threads=settings.offload_threads)
-    return {"send_timeout": settings.send_timeout, "offload": offload}
+def _zero_copy(
+    name: str, primary: Callable[..., TransferStrategy], *, memory: bool = False
+) -> Callable[[Counters, TransferSettings], TransferStrategy]:
+    """The factory of a zero-copy strategy wrapped in the read/write fallback."""
 
+    def build(counters: Counters, settings: TransferSettings) -> TransferStrategy:
+        offload = Offload(counters, threads=settings.offload_threads)
+        timeout = settings.send_timeout
+        held = None
+        if memory and settings.auto_threshold > 0:
+            held = Memory(counters, send_timeout=timeout, memory_max=settings.auto_threshold)
+        return WithFallback(
+            name,
+            primary(counters, send_timeout=timeout, offload=offload),
+            ReadWrite(counters, send_timeout=timeout, offload=offload),
+            counters,
+            memory=held,
+        )
 
-def _auto(counters: Counters, settings: TransferSettings) -> TransferStrategy:
-    parts = _parts(counters, settings)
-    zero_copy, fallback = Sendfile(counters, **parts), ReadWrite(counters, **parts)
-    return WithFallback("auto", zero_copy, fallback, counters, threshold=AUTO_THRESHOLD)
-
-
-def _sendfile(counters: Counters, settings: TransferSettings) -> TransferStrategy:
-    parts = _parts(counters, settings)
-    zero_copy, fallback = Sendfile(counters, **parts), ReadWrite(counters, **parts)
-    return WithFallback("sendfile", zero_copy, fallback, counters)
-
-
-def _splice(counters: Counters, settings: TransferSettings) -> TransferStrategy:
-    parts = _parts(counters, settings)
-    zero_copy, fallback = Splice(counters, **parts), ReadWrite(counters, **parts)
-    return WithFallback("splice", zero_copy, fallback, counters)
+    return build
 
 
 def _readwrite(counters: Counters, settings: TransferSettings) -> TransferStrategy:
-    return ReadWrite(counters, **_parts(counters, settings))
+    offload = Offload(counters, threads=settings.offload_threads)
+    return ReadWrite(counters, send_timeout=settings.send_timeout, offload=offload)
 
 
 STRATEGIES: Final[dict[str, Callable[[Counters, TransferSettings], TransferStrategy]]] = {
-    "auto": _auto,
-    "sendfile": _sendfile,
-    "splice": _splice,
+    "auto": _zero_copy("auto", Sendfile, memory=True),
+    "sendfile": _zero_copy("sendfile", Sendfile),
+    "splice": _zero_copy("splice", Splice),
     "readwrite": _readwrite,
 }
 """Every ``--strategy`` name and its factory, in the order ``--help`` lists them."""

@@ -8,7 +8,9 @@ separately, because strace counts them too.
 "Copied through user space" follows the data: bytes that ``recv``/``preadv`` returned were
 copied from the kernel into our memory, and bytes that ``send``/``sendmsg`` accepted were
 copied out of it. ``sendfile`` and ``splice`` move bytes without passing them through user
-space and count under ``bytes_zero_copy``.
+space and count under ``bytes_zero_copy``. Bodies sent from memory (the ``memory`` way, for
+small cached files) count under ``bytes_copied_out`` like any send, and also under
+``bytes_from_memory``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class TransferStatistics:
         bytes_copied_in: Bytes copied from the kernel into user space (recv, preadv).
         bytes_copied_out: Bytes copied from user space into the kernel (send, sendmsg).
         bytes_zero_copy: Bytes moved by sendfile or splice (file to socket or pipe to socket).
+        bytes_from_memory: Body bytes sent from the open-file cache's memory (also counted in
+            ``bytes_copied_out``).
         truncated: Spans that failed because the file shrank under them.
         fallbacks: Spans sent by read/write because the zero-copy call was unsupported.
         offloaded: Chunks moved in a worker thread because the file was not in the page cache.
@@ -45,6 +49,7 @@ class TransferStatistics:
     bytes_copied_in: int = 0
     bytes_copied_out: int = 0
     bytes_zero_copy: int = 0
+    bytes_from_memory: int = 0
     truncated: int = 0
     fallbacks: int = 0
     offloaded: int = 0
@@ -62,6 +67,7 @@ class Counters:
         "body_bytes",
         "bytes_copied_in",
         "bytes_copied_out",
+        "bytes_from_memory",
         "bytes_zero_copy",
         "eagain",
         "fallbacks",
@@ -77,6 +83,7 @@ class Counters:
         self.bytes_copied_in = 0
         self.bytes_copied_out = 0
         self.bytes_zero_copy = 0
+        self.bytes_from_memory = 0
         self.truncated = 0
         self.fallbacks = 0
         self.offloaded = 0
@@ -90,6 +97,7 @@ class Counters:
             bytes_copied_in=self.bytes_copied_in,
             bytes_copied_out=self.bytes_copied_out,
             bytes_zero_copy=self.bytes_zero_copy,
+            bytes_from_memory=self.bytes_from_memory,
             truncated=self.truncated,
             fallbacks=self.fallbacks,
             offloaded=self.offloaded,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FileTruncated",
     "PeerGone",
+    "ResourcesExhausted",
     "SendTimeout",
     "TransferError",
     "TransferUnsupported",
@@ -31,6 +32,8 @@ PEER_GONE_ERRNOS: Final = frozenset(
 # read() on these. EINVAL also means "bad argument", so it counts as "unsupported" only on the
 # first call of a span, before any byte went out (see the strategies).
 UNSUPPORTED_ERRNOS: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+# Out of descriptors or kernel memory for a pipe: the process is full, not the transfer broken.
+EXHAUSTED_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 class TransferError(Exception):
@@ -76,6 +79,20 @@ class TransferUnsupported(TransferError):
     def __init__(self, call: str, code: int) -> None:
         super().__init__(f"{call} unsupported here ({errno.errorcode.get(code, code)})")
         self.call = call
+        self.errno = code
+
+
+@final
+class ResourcesExhausted(TransferError):
+    """A strategy could not get what it needs (a pipe) for lack of descriptors.
+
+    Raised before anything of the span or its prefix went out, so the read/write fallback can
+    send both: under descriptor pressure a response degrades to a copy, never to a head
+    followed by a close.
+    """
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"no {what}: {errno.errorcode.get(code, code)}")
         self.errno = code
 
 

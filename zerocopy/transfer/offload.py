@@ -17,6 +17,14 @@ nginx solves it with ``aio threads``; so do we, per chunk:
   to the event loop, which waits with ``wait_writable`` as usual.
 * When probing is impossible (EOPNOTSUPP: a file system without RWF_NOWAIT), the chunk is
   treated as cached, as it was before this module existed.
+* A probe that returns 0 bytes means "not cached", never end of file: on Linux 5.9 and 5.10
+  ``preadv2(RWF_NOWAIT)`` can return 0 before the end of a file whose pages are not cached
+  (lighttpd's source notes it). The chunk then goes to a thread, where a real end of file
+  still shows as the zero-copy call returning 0 (truncation).
+* A small file that was just found cached is not probed again for :data:`WARM_SECONDS`. The
+  mark (:class:`~zerocopy.span.Warmth`) belongs to the open-file cache entry, never to a
+  descriptor number, which the kernel reuses for other files. Pages evicted within that window
+  cost one blocking read of at most :data:`WARM_MAX` bytes on the event loop.
 
 Counters: each probe counts as a ``preadv2`` call (an EAGAIN probe under ``eagain``), its byte
 as copied into user space, and each chunk moved in a thread under ``offloaded``.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
@@ -33,6 +42,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from zerocopy.span import Warmth
     from zerocopy.transfer.counters import Counters
 
 __all__ = ["DEFAULT_THREADS", "Offload"]
@@ -41,6 +51,11 @@ DEFAULT_THREADS: Final = 8
 """Concurrent blocking file reads. Each blocked thread is one disk request in flight and uses
 no CPU while it waits; nginx's default thread pool has 32 threads for many more cores."""
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+WARM_SECONDS: Final = 1.0
+"""How long a positive probe of a small cached file is trusted."""
+WARM_MAX: Final = 64 * 1024
+"""Largest chunk that a recent positive probe may vouch for: a blocking read of this much from
+a disk costs about as long as one scheduling pass under load."""
 
 
 @final
@@ -63,26 +78,43 @@ class Offload:
         """Whether cold chunks go to worker threads."""
         return self._limiter is not None
 
-    def cached(self, fd: int, offset: int, count: int) -> bool:
+    def cached(self, fd: int, offset: int, count: int, warmth: Warmth | None = None) -> bool:
         """Whether the first and last pages of ``count`` bytes at ``offset`` are cached.
 
         Always true when offloading is disabled. Never blocks.
+
+        Args:
+            fd: The file.
+            offset: The chunk's first byte.
+            count: The chunk's length.
+            warmth: The file's cache-entry mark: a chunk of at most :data:`WARM_MAX` bytes of
+                a file found cached less than :data:`WARM_SECONDS` ago is not probed again.
         """
         if self._limiter is None or count <= 0:
             return True
+        if warmth is not None and count <= WARM_MAX:
+            if warmth.until > time.monotonic():
+                return True
+        else:
+            warmth = None
+        counters = self._counters
         last = offset + count - 1
         for at in (offset, last) if last // _PAGE != offset // _PAGE else (offset,):
             try:
                 got = os.preadv(fd, [self._probe], at, os.RWF_NOWAIT)
             except BlockingIOError:
-                self._counters.eagain["preadv2"] += 1
+                counters.eagain["preadv2"] += 1
                 return False
             except OSError as exc:
                 if exc.errno == errno.EOPNOTSUPP:
                     return True
                 raise
-            self._counters.syscalls["preadv2"] += 1
-            self._counters.bytes_copied_in += got  # one byte, but a copy all the same
+            counters.syscalls["preadv2"] += 1
+            if not got:
+                return False  # Not cached (Linux 5.9/5.10), or past the end: see above.
+            counters.bytes_copied_in += got  # one byte, but a copy all the same
+        if warmth is not None:
+            warmth.until = time.monotonic() + WARM_SECONDS
         return True
 
     async def run(self, call: Callable[..., int], *args: Any) -> int:

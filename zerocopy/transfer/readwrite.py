@@ -6,8 +6,10 @@ Theory of operation:
   (kernel to user), and ``sendmsg`` copies them into socket buffers (user to kernel). Both
   copies show up in ``bytes_copied_in`` / ``bytes_copied_out``.
 * A small response costs one ``preadv`` and one ``sendmsg([head, body])``: one packet, two
-  syscalls. At 4 KiB that is cheaper than ``sendfile`` (DESIGN-NOTES, "Cost by file size"),
-  which is why ``auto`` sends small spans this way.
+  syscalls.
+* With offloading on, the read is ``preadv2(RWF_NOWAIT)``: a short read returns what is
+  cached, EAGAIN sends the read to a worker thread, and so does a read of 0 bytes, which on
+  Linux 5.9 and 5.10 can mean "not cached" rather than end of file.
 * ``sendmsg`` may take part of ``[head, body]``. Body bytes are counted per call, after the
   head's share is taken off, so that ``body_bytes`` stays what the kernel accepted even when a
   chunk fails half-sent (peer gone, timeout, cancellation).
@@ -30,8 +32,8 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
-from zerocopy.transfer.errors import FileTruncated, translate_errors
-from zerocopy.transfer.offload import Offload
+from zerocopy.transfer.base import StrategyBase
+from zerocopy.transfer.errors import FileTruncated
 from zerocopy.transfer.sockio import retry_writable, send_all
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
     from zerocopy.span import FileSpan
     from zerocopy.transfer.counters import Counters
+    from zerocopy.transfer.offload import Offload
 
 __all__ = ["CHUNK", "BufferPool", "ReadWrite"]
 
@@ -119,7 +122,7 @@ class BufferPool:
 
 
 @final
-class ReadWrite:
+class ReadWrite(StrategyBase):
     """``preadv`` + ``send``. See the module docstring.
 
     Args:
@@ -140,22 +143,13 @@ class ReadWrite:
         send_timeout: float = math.inf,
         offload: Offload | None = None,
     ) -> None:
-        self._counters = counters
+        super().__init__(counters, send_timeout=send_timeout, offload=offload)
         self._pool = pool or BufferPool()
-        self._timeout = send_timeout
-        self._offload = offload or Offload(counters, threads=0)
 
-    async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
-        """See :meth:`TransferStrategy.send_span`."""
-        if not prefix and not span.count:
-            await trio.lowlevel.checkpoint()
-            return 0
-        # The first syscall reads the file, before any socket call checkpoints: a transfer
-        # cancelled before it starts should not cost a read.
-        await trio.lowlevel.checkpoint_if_cancelled()
+    async def _send(self, sock: socket.socket, span: FileSpan, prefix: bytes) -> None:
         counters = self._counters
         offset, remaining = span.offset, span.count
-        with self._pool.borrow() as buffer, translate_errors():
+        with self._pool.borrow() as buffer:
             view = memoryview(buffer)
             head = memoryview(prefix)
             while remaining:
@@ -172,9 +166,7 @@ class ReadWrite:
                 head = memoryview(b"")
                 offset += got
                 remaining -= got
-            if head:
-                await send_all(sock, head, counters, send_timeout=self._timeout)
-        return span.count
+                await trio.lowlevel.checkpoint()
 
     async def _read(self, fd: int, into: memoryview, offset: int) -> int:
         """Read what is cached without blocking; read the rest in a worker thread."""
@@ -192,6 +184,12 @@ class ReadWrite:
                     raise
             else:
                 counters.syscalls["preadv2"] += 1
+                if got or not into:
+                    return got
+                # 0 before the end may mean "not cached" (Linux 5.9/5.10, see offload.py):
+                # a blocking read in a thread tells that apart from a truncated file.
+                got = await self._offload.run(os.preadv, fd, [into], offset)
+                counters.syscalls["preadv"] += 1
                 return got
         got = os.preadv(fd, [into], offset)
         counters.syscalls["preadv"] += 1

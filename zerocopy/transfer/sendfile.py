@@ -27,25 +27,18 @@ Theory of operation:
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from typing import TYPE_CHECKING, Final, final
 
 import trio
 
-from zerocopy.transfer.errors import (
-    UNSUPPORTED_ERRNOS,
-    FileTruncated,
-    TransferUnsupported,
-    translate_errors,
-)
-from zerocopy.transfer.offload import Offload
+from zerocopy.transfer.base import StrategyBase
+from zerocopy.transfer.errors import UNSUPPORTED_ERRNOS, FileTruncated, TransferUnsupported
 from zerocopy.transfer.sockio import retry_writable, send_all, wait_writable
 
 if TYPE_CHECKING:
     from zerocopy.span import FileSpan
-    from zerocopy.transfer.counters import Counters
 
 __all__ = ["CHUNK", "Sendfile"]
 
@@ -53,77 +46,44 @@ CHUNK: Final = 2 * 1024 * 1024
 
 
 @final
-class Sendfile:
-    """``os.sendfile`` on the raw socket. See the module docstring.
-
-    Args:
-        counters: Process-wide counters.
-        send_timeout: Seconds one wait for the socket may last (see ``sockio.wait_writable``).
-        offload: Runs chunks whose pages are not cached in worker threads (``offload.py``);
-            ``None``: every call runs on the event loop.
-    """
+class Sendfile(StrategyBase):
+    """``os.sendfile`` on the raw socket. See the module docstring and :class:`StrategyBase`."""
 
     name: Final = "sendfile"
 
-    def __init__(
-        self,
-        counters: Counters,
-        *,
-        send_timeout: float = math.inf,
-        offload: Offload | None = None,
-    ) -> None:
-        self._counters = counters
-        self._timeout = send_timeout
-        self._offload = offload or Offload(counters, threads=0)
-
-    async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
-        """See :meth:`TransferStrategy.send_span`."""
-        if not prefix and not span.count:
-            await trio.lowlevel.checkpoint()
-            return 0
+    async def _send(self, sock: socket.socket, span: FileSpan, prefix: bytes) -> None:
         counters = self._counters
+        offload = self._offload
         out = sock.fileno()
         offset, remaining = span.offset, span.count
-        with translate_errors():
-            if prefix:
-                flags = socket.MSG_MORE if remaining else 0
-                await send_all(sock, prefix, counters, flags, send_timeout=self._timeout)
-            while remaining:
-                count = min(remaining, CHUNK)
-                try:
-                    if self._offload.cached(span.fd, offset, count):
-                        sent = await retry_writable(
-                            sock,
-                            counters,
-                            "sendfile",
-                            self._timeout,
-                            os.sendfile,
-                            out,
-                            span.fd,
-                            offset,
-                            count,
-                        )
-                    else:
-                        sent = await self._offload.run(os.sendfile, out, span.fd, offset, count)
-                        counters.syscalls["sendfile"] += 1
-                except BlockingIOError:
-                    # Only the offloaded call gets here: the socket was full. Wait on the
-                    # event loop, then probe again (the thread may have cached the pages).
-                    counters.eagain["sendfile"] += 1
-                    await wait_writable(sock, self._timeout)
-                    continue
-                except OSError as exc:
-                    if exc.errno in UNSUPPORTED_ERRNOS and offset == span.offset:
-                        raise TransferUnsupported("sendfile", exc.errno) from exc
-                    raise
-                if sent == 0:
-                    counters.truncated += 1
-                    raise FileTruncated(offset, remaining)
-                counters.body_bytes += sent
-                counters.bytes_zero_copy += sent
-                offset += sent
-                remaining -= sent
-        return span.count
-
-    def close(self) -> None:
-        """Nothing to release."""
+        if prefix:
+            await send_all(sock, prefix, counters, socket.MSG_MORE, send_timeout=self._timeout)
+        while remaining:
+            count = min(remaining, CHUNK)
+            try:
+                if offload.cached(span.fd, offset, count, span.warmth):
+                    sent = await retry_writable(
+                        sock, counters, "sendfile", self._timeout, os.sendfile,
+                        out, span.fd, offset, count,
+                    )  # fmt: skip
+                else:
+                    sent = await offload.run(os.sendfile, out, span.fd, offset, count)
+                    counters.syscalls["sendfile"] += 1
+            except BlockingIOError:
+                # Only the offloaded call gets here: the socket was full. Wait on the
+                # event loop, then probe again (the thread may have cached the pages).
+                counters.eagain["sendfile"] += 1
+                await wait_writable(sock, self._timeout)
+                continue
+            except OSError as exc:
+                if exc.errno in UNSUPPORTED_ERRNOS and offset == span.offset:
+                    raise TransferUnsupported("sendfile", exc.errno) from exc
+                raise
+            if sent == 0:
+                counters.truncated += 1
+                raise FileTruncated(offset, remaining)
+            counters.body_bytes += sent
+            counters.bytes_zero_copy += sent
+            offset += sent
+            remaining -= sent
+            await trio.lowlevel.checkpoint()

@@ -1,15 +1,19 @@
 """Socket syscalls in trio's non-blocking pattern, counted.
 
-Every call here follows ``trio/_socket.py``'s ``_nonblocking_helper``:
+The calls here follow ``trio/_socket.py``'s ``_nonblocking_helper`` with one difference:
 
-1. ``checkpoint_if_cancelled()``;
-2. try the syscall on the non-blocking socket;
-3. on success, ``cancel_shielded_checkpoint()``, so that every call yields to the scheduler
-   once, even on a loopback socket that never returns EAGAIN;
-4. on EAGAIN, ``wait_writable`` (or ``wait_readable``), which is itself the checkpoint, and
-   try again until the call succeeds; no second checkpoint after that success.
+1. try the syscall on the non-blocking socket;
+2. on success, return at once: **no** checkpoint per syscall;
+3. on EAGAIN, ``wait_writable`` (or ``wait_readable``), which is itself a checkpoint, and try
+   again until the call succeeds.
 
-So each chunk of every transfer is a checkpoint, and one fast client cannot starve the rest.
+trio's own sockets yield after every successful call. A file server's response is a handful
+of syscalls, and a pass through the scheduler costs more than all of them, so the checkpoint
+moves up a level: the transfer strategies take one after every chunk (``base.py``), and the
+connection loop one per response. trio asks for at least one checkpoint per operation, and a
+response is one; a large body still yields between chunks, so one fast client on a loopback
+socket that never fills cannot starve the rest. :func:`recv` keeps trio's full pattern for the
+callers that do not take a checkpoint of their own (the metrics port, the lingering close).
 """
 
 from __future__ import annotations
@@ -69,17 +73,15 @@ async def retry_writable(
     Raises:
         SendTimeout: A wait for the socket lasted ``send_timeout`` seconds.
 
-    Checkpoints: exactly once per call of this function, as trio's ``_nonblocking_helper``
-    does: after a first attempt that succeeds, or in the wait after one that did not.
+    Checkpoints: only when the first attempt fails with EAGAIN (the wait is one); the caller
+    takes the checkpoint that a call which succeeds at once does not.
     """
-    await trio.lowlevel.checkpoint_if_cancelled()
     try:
         result = call(*args)
     except BlockingIOError:
         pass
     else:
         counters.syscalls[name] += 1
-        await trio.lowlevel.cancel_shielded_checkpoint()
         return result
     while True:
         counters.eagain[name] += 1
@@ -104,6 +106,8 @@ async def send_all(
 
     Raises:
         OSError: From the socket, untranslated; callers sit inside ``translate_errors``.
+
+    Checkpoints: only while it waits for the socket (see :func:`retry_writable`).
     """
     view = memoryview(data)
     while view:
@@ -115,7 +119,8 @@ async def send_all(
 async def recv(sock: socket.socket, size: int, counters: Counters) -> bytes:
     """Read at most ``size`` bytes; ``b""`` at end of file.
 
-    Checkpoints: exactly once, like :func:`retry_writable`.
+    Checkpoints: exactly once, as trio's ``_nonblocking_helper`` does: after a first attempt
+    that succeeds, or in the wait after one that did not.
     """
     await trio.lowlevel.checkpoint_if_cancelled()
     try:

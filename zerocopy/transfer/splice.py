@@ -26,6 +26,10 @@ Theory of operation:
   the pool only when it is known to be empty. After any error or cancellation that may have
   left bytes in it, it is closed instead: a reused dirty pipe would send one file's bytes in
   another response.
+* The pipe is taken *before* the prefix (the response head) goes out. When ``pipe2`` fails for
+  lack of descriptors (EMFILE, ENFILE) the strategy raises ResourcesExhausted with nothing
+  sent, and the fallback sends head and body by read/write: a shortage never produces a 200
+  head followed by a close.
 """
 
 from __future__ import annotations
@@ -40,19 +44,21 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
+from zerocopy.transfer.base import StrategyBase
 from zerocopy.transfer.errors import (
+    EXHAUSTED_ERRNOS,
     UNSUPPORTED_ERRNOS,
     FileTruncated,
+    ResourcesExhausted,
     TransferError,
     TransferUnsupported,
-    translate_errors,
 )
-from zerocopy.transfer.offload import Offload
 from zerocopy.transfer.sockio import retry_writable, send_all
 
 if TYPE_CHECKING:
     from zerocopy.span import FileSpan
     from zerocopy.transfer.counters import Counters
+    from zerocopy.transfer.offload import Offload
 
 __all__ = ["PIPE_SIZE", "PipePool", "Splice"]
 
@@ -147,7 +153,7 @@ class PipePool:
 
 
 @final
-class Splice:
+class Splice(StrategyBase):
     """file → pipe → socket with ``os.splice``. See the module docstring.
 
     Args:
@@ -168,53 +174,45 @@ class Splice:
         send_timeout: float = math.inf,
         offload: Offload | None = None,
     ) -> None:
-        self._counters = counters
+        super().__init__(counters, send_timeout=send_timeout, offload=offload)
         self.pipes = pipes or PipePool()
-        self._timeout = send_timeout
-        self._offload = offload or Offload(counters, threads=0)
 
-    async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
-        """See :meth:`TransferStrategy.send_span`."""
-        if not prefix and not span.count:
-            await trio.lowlevel.checkpoint()
-            return 0
-        # The first syscall reads the file, before any socket call checkpoints: a transfer
-        # cancelled before it starts should not cost a read (or a pipe).
-        await trio.lowlevel.checkpoint_if_cancelled()
-        counters = self._counters
-        with translate_errors():
+    async def _send(self, sock: socket.socket, span: FileSpan, prefix: bytes) -> None:
+        try:
+            pipe = self.pipes.acquire()
+        except OSError as exc:
+            if exc.errno in EXHAUSTED_ERRNOS:
+                raise ResourcesExhausted("pipe", exc.errno) from exc
+            raise
+        clean = False
+        try:
             if prefix:
-                flags = socket.MSG_MORE if span.count else 0
-                await send_all(sock, prefix, counters, flags, send_timeout=self._timeout)
-            if span.count:
-                pipe = self.pipes.acquire()
-                clean = False
-                try:
-                    await self._send_through(sock, span, pipe)
-                    clean = True
-                finally:
-                    # Only a transfer that finished drains the pipe. Any exception, including
-                    # Cancelled between a fill and its drain, may leave bytes behind.
-                    if clean:
-                        self.pipes.release(pipe)
-                    else:
-                        self.pipes.discard(pipe)
-        return span.count
+                await send_all(
+                    sock, prefix, self._counters, socket.MSG_MORE, send_timeout=self._timeout
+                )
+            await self._send_through(sock, span, pipe)
+            clean = True
+        finally:
+            # Only a transfer that finished drains the pipe. Any exception, including
+            # Cancelled between a fill and its drain, may leave bytes behind.
+            if clean:
+                self.pipes.release(pipe)
+            else:
+                self.pipes.discard(pipe)
 
     async def _send_through(self, sock: socket.socket, span: FileSpan, pipe: Pipe) -> None:
         counters = self._counters
+        offload = self._offload
         out = sock.fileno()
         offset, remaining = span.offset, span.count
         while remaining:
             count = min(remaining, pipe.size)
             try:
-                if self._offload.cached(span.fd, offset, count):
+                if offload.cached(span.fd, offset, count, span.warmth):
                     filled = os.splice(span.fd, pipe.write_fd, count, offset_src=offset)
                 else:
                     # The fill is the call that reads the disk; the drain stays on the loop.
-                    filled = await self._offload.run(
-                        os.splice, span.fd, pipe.write_fd, count, offset
-                    )
+                    filled = await offload.run(os.splice, span.fd, pipe.write_fd, count, offset)
             except OSError as exc:
                 if exc.errno in UNSUPPORTED_ERRNOS and offset == span.offset:
                     raise TransferUnsupported("splice", exc.errno) from exc
@@ -228,23 +226,15 @@ class Splice:
             more = os.SPLICE_F_MORE if remaining else 0
             while filled:
                 moved = await retry_writable(
-                    sock,
-                    counters,
-                    "splice",
-                    self._timeout,
-                    os.splice,
-                    pipe.read_fd,
-                    out,
-                    filled,
-                    None,
-                    None,
-                    os.SPLICE_F_NONBLOCK | more,
-                )
+                    sock, counters, "splice", self._timeout, os.splice,
+                    pipe.read_fd, out, filled, None, None, os.SPLICE_F_NONBLOCK | more,
+                )  # fmt: skip
                 if moved == 0:  # pragma: no cover - the kernel never returns 0 with data queued
                     raise TransferError("splice to socket moved nothing")
                 filled -= moved
                 counters.body_bytes += moved
                 counters.bytes_zero_copy += moved
+            await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         """Close the idle pipes."""
