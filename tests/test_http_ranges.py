@@ -39,10 +39,19 @@ RANGE_CASES: list[tuple[str, bytes, int, tuple[ByteRange, ...] | None]] = [
     ("first-pos past the end", b"bytes=11-20", 10, ()),
     ("all unsatisfiable", b"bytes=10-,-0,20-30", 10, ()),
     ("unsatisfiable ones dropped", b"bytes=20-30,2-3,-0", 10, (R(2, 3),)),
-    # An empty file has no first-pos below its length; an empty range cannot be written in a
-    # Content-Range either, so, like nginx, a suffix gets 416 too.
-    ("empty file, open", b"bytes=0-", 0, ()),
-    ("empty file, suffix", b"bytes=-5", 0, ()),
+    # An empty file: a range that would begin at byte 0 selects nothing, which no Content-Range
+    # can write, so the header is ignored and the empty file sent with 200 (nginx does the
+    # same). One that begins past the end is unsatisfiable, as on any file.
+    ("empty file, open from 0", b"bytes=0-", 0, None),
+    ("empty file, 0-0", b"bytes=0-0", 0, None),
+    ("empty file, 0-5", b"bytes=0-5", 0, None),
+    ("empty file, suffix of one", b"bytes=-1", 0, None),
+    ("empty file, suffix of five", b"bytes=-5", 0, None),
+    ("empty file, suffix of zero", b"bytes=-0", 0, None),
+    ("empty file, past the end first", b"bytes=5-10,0-", 0, None),
+    ("empty file, open from 1", b"bytes=1-", 0, ()),
+    ("empty file, 5-10", b"bytes=5-10", 0, ()),
+    ("empty file, every spec past the end", b"bytes=1-1,3-", 0, ()),
     # Unit (§14.1: case-insensitive; an unknown unit is ignored, §14.2).
     ("unknown unit", b"items=0-1", 10, None),
     ("unit in capitals", b"BYTES=0-1", 10, (R(0, 1),)),
@@ -180,8 +189,11 @@ def test_ranges_always_fit_and_never_overlap(header: bytes, size: int, cap: int)
 )
 def test_single_range_matches_the_rfc(first: int, length: int, size: int) -> None:
     # §14.1.2-14.1.3, stated independently of the implementation.
+    # An empty file is the one exception: a range from byte 0 of it is ignored (200).
     last = first + length - 1
-    expected = (R(first, min(last, size - 1)),) if first < size else ()
+    expected: tuple[ByteRange, ...] | None = (
+        (R(first, min(last, size - 1)),) if first < size else None if first == 0 else ()
+    )
     assert plan_ranges(b"bytes=%d-%d" % (first, last), size, max_ranges=1) == expected
-    suffix = (R(max(size - length, 0), size - 1),) if size else ()
+    suffix = (R(max(size - length, 0), size - 1),) if size else None
     assert plan_ranges(b"bytes=-%d" % length, size, max_ranges=1) == suffix
