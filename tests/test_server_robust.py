@@ -157,3 +157,23 @@ async def test_ranges_on_an_empty_file(client: RawClient, spec: str, status: int
     else:
         assert response.header("Content-Range") == "bytes */0"
     assert (await client.request("/hello.txt")).status == 200
+
+
+# -- listings show control and bidi characters escaped --------------------------------------------
+
+
+async def test_listing_escapes_controls_and_links_to_the_real_name(
+    client: RawClient, www: Path
+) -> None:
+    name = "new\nline \x1b[31m rlo\u202etxt.exe"
+    (www / "list" / name).write_bytes(b"the real file\n")
+    page = await client.request("/list/")
+    assert page.status == 200
+    label = b"new\\nline \\x1b[31m rlo\\u202etxt.exe"
+    href = b"./new%0Aline%20%1B%5B31m%20rlo%E2%80%AEtxt.exe"
+    assert b'<a href="%s">%s</a>' % (href, label) in page.body
+    for raw in (b"\x1b", "\u202e".encode(), b"line \x1b"):
+        assert raw not in page.body
+    response = await client.request("/list/" + href[2:].decode())
+    assert response.status == 200
+    assert response.body == b"the real file\n"
