@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Limits, Request, RequestParser
@@ -707,7 +707,6 @@ TAIL_PIECES = [
 ]
 
 
-@settings(max_examples=200, deadline=None)
 @given(
     pieces=st.lists(st.sampled_from(REQUEST_PIECES), max_size=8),
     tail=st.sampled_from(TAIL_PIECES),
