@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Limits, Request, RequestParser
-from zerocopy.http.parser import SLICE
+from zerocopy.http.parser import SLICE, ParserStatistics
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,32 @@ def test_pipeline_longer_than_one_slice() -> None:
     assert parse([data]) == (expected, CLOSED)
     chunks = [data[i : i + 997] for i in range(0, len(data), 997)]
     assert parse(chunks) == (expected, CLOSED)
+
+
+def test_pipelining_is_parsed_lazily() -> None:
+    # 500 pipelined requests in one read. One next_event parses at most one slice: the rest
+    # waits as unparsed bytes, so the requests held ahead of their responses are bounded by
+    # what one slice can hold, not by what the client sent. An eager parser would hold 499
+    # parsed requests here and no bytes.
+    request = get(b"/hello.txt")
+    data = request * 500
+    parser = RequestParser()
+    parser.receive_data(data)
+    assert parser.statistics() == ParserStatistics(queued_events=0, buffered_bytes=len(data))
+    first = parser.next_event()
+    assert isinstance(first, Request)
+    held = parser.statistics()
+    assert held.queued_events <= SLICE // len(request)
+    assert held.buffered_bytes >= len(data) - SLICE
+    # Each later call parses another slice only once the queue is empty.
+    targets = [first.target]
+    while isinstance(event := parser.next_event(), Request):
+        targets.append(event.target)
+        held = parser.statistics()
+        assert held.queued_events <= SLICE // len(request)
+    assert event is NEED_DATA
+    assert targets == [b"/hello.txt"] * 500
+    assert parser.statistics() == ParserStatistics(queued_events=0, buffered_bytes=0)
 
 
 def test_requests_come_one_at_a_time() -> None:

@@ -55,7 +55,7 @@ import httptools
 from zerocopy.http.errors import HTTPError
 from zerocopy.http.limits import Limits
 
-__all__ = ["CLOSED", "NEED_DATA", "Request", "RequestParser"]
+__all__ = ["CLOSED", "NEED_DATA", "ParserStatistics", "Request", "RequestParser"]
 
 
 @final
@@ -123,6 +123,20 @@ class Request:
         if name in self.repeated:
             return None
         return self.headers.get(name)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ParserStatistics:
+    """What a parser holds between calls.
+
+    Attributes:
+        queued_events: Requests (or an error) parsed and not yet returned by ``next_event``.
+        buffered_bytes: Bytes received and not yet handed to llhttp.
+    """
+
+    queued_events: int
+    buffered_bytes: int
 
 
 class _Abort(Exception):
@@ -210,6 +224,10 @@ class RequestParser:
         if self._failed or self._eof:
             return CLOSED
         return NEED_DATA
+
+    def statistics(self) -> ParserStatistics:
+        """What the parser holds now: parsing is lazy, so pipelined bytes wait unparsed."""
+        return ParserStatistics(len(self._events), len(self._buffer))
 
     @property
     def in_message(self) -> bool:
