@@ -49,6 +49,6 @@ def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None
         f"\nprint(','.join(sorted(n for n in sys.modules if n.startswith({subs!r}))))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == [], f"{module} pulled in: {result.stdout.split()}"
