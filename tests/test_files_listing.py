@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
+from tests.oracles import is_visible, unescape
 from zerocopy.files import Entry, Root, read_entries, render_listing
 
 
@@ -116,21 +116,6 @@ HOSTILE_NAMES = [
     "separators \u2028 \u2029",
     "\\x0a is not a newline",
 ]
-# Characters a label must never hold as they are.
-BIDI_CONTROLS = frozenset(
-    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-)
-
-
-def unescape(label: str) -> str:
-    """Read a label's escapes back, with the stdlib's codec (not zerocopy's code)."""
-    return label.encode("ascii", "backslashreplace").decode("unicode_escape")
-
-
-def is_visible(label: str) -> bool:
-    return not any(
-        unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS or c in "\u2028\u2029" for c in label
-    )
 
 
 @pytest.fixture

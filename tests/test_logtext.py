@@ -14,23 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.oracles import is_visible, unescape
 from zerocopy.logtext import safe_text
-
-BIDI_CONTROLS = frozenset(
-    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-)
-
-
-def unescape(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("unicode_escape")
-
-
-def is_safe(text: str) -> bool:
-    return not any(
-        unicodedata.category(c) in ("Cc", "Cs") or c in BIDI_CONTROLS or c in "\u2028\u2029"
-        for c in text
-    )
-
 
 CASES: list[tuple[str, str | bytes, str]] = [
     ("plain", "index.html", "index.html"),
@@ -60,7 +45,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
 @pytest.mark.parametrize(("value", "expected"), [pytest.param(v, e, id=i) for i, v, e in CASES])
 def test_safe_text(value: str | bytes, expected: str) -> None:
     assert safe_text(value) == expected
-    assert is_safe(expected)
+    assert is_visible(expected)
 
 
 def test_bytes_read_like_backslashreplace() -> None:
@@ -71,7 +56,7 @@ def test_bytes_read_like_backslashreplace() -> None:
 @given(st.text())
 def test_any_text_is_one_safe_line_that_reads_back(value: str) -> None:
     escaped = safe_text(value)
-    assert is_safe(escaped)
+    assert is_visible(escaped)
     if not any(unicodedata.category(c) == "Cs" for c in value):
         assert unescape(escaped) == value
 
@@ -79,7 +64,7 @@ def test_any_text_is_one_safe_line_that_reads_back(value: str) -> None:
 @given(st.binary())
 def test_any_bytes_are_one_safe_line(value: bytes) -> None:
     escaped = safe_text(value)
-    assert is_safe(escaped)
+    assert is_visible(escaped)
     # Where the bytes are UTF-8, the result is that of the text.
     try:
         text = value.decode("utf-8")
