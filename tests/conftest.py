@@ -13,10 +13,20 @@ from hypothesis import settings
 from tests.helpers import open_fd_count, random_file
 from zerocopy.server import Server, ServerConfig
 
-# CI runs more examples; a developer's `make test` keeps them moderate.
+# CI runs more examples; a developer's `make test` keeps them moderate. The profile decides for
+# every property test (none sets its own max_examples). HYPOTHESIS_PROFILE names it (.ci/run
+# sets "ci"); without it, CI=true selects "ci" and anything else "dev". An unknown name fails.
 settings.register_profile("ci", max_examples=10_000, deadline=None)
 settings.register_profile("dev", max_examples=300, deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI") else "dev"
+)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_report_header() -> str:
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE} ({settings().max_examples} examples)"
+
 
 BARE_STRATEGIES = ["sendfile", "splice", "readwrite"]
 """The three transfer paths. Every test that moves bytes runs over each of them."""

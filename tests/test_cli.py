@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bounded import readline_within, stop_within
 from zerocopy import __version__
 from zerocopy.cli import build_parser
 
@@ -19,28 +20,31 @@ ZEROCOPY = [sys.executable, "-m", "zerocopy"]
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    # Its own process group: should a wait run out, the helpers kill any workers with it.
     process = subprocess.Popen(
-        [*ZEROCOPY, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*ZEROCOPY, "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    return process, line
+    return process, readline_within(process)
 
 
 def _stop(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> tuple[int, str]:
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=20)
-    return process.returncode, stderr
+    return stop_within(process, signum)
 
 
 def test_version() -> None:
-    result = subprocess.run([*ZEROCOPY, "--version"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [*ZEROCOPY, "--version"], capture_output=True, text=True, check=True, timeout=60
+    )
     assert result.stdout.strip() == f"zerocopy {__version__}"
 
 
 def test_help_documents_every_flag() -> None:
     result = subprocess.run(
-        [*ZEROCOPY, "serve", "--help"], capture_output=True, text=True, check=True
+        [*ZEROCOPY, "serve", "--help"], capture_output=True, text=True, check=True, timeout=60
     )
     serve = next(
         action

@@ -2,7 +2,8 @@
 
 The HTML is read back with the stdlib's :class:`html.parser.HTMLParser`, an independent peer:
 every link must resolve, against the directory's URL, to exactly the listed name, and every
-label must show exactly that name.
+label must show exactly that name, with its control and bidi characters escaped: the label
+holds none, and Python's ``unicode_escape`` codec reads it back as the name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
+from tests.oracles import is_visible, unescape
 from zerocopy.files import Entry, Root, read_entries, render_listing
 
 
@@ -101,6 +103,18 @@ HOSTILE_NAMES = [
     "back\\slash",
     "-",
     ".hidden",
+    # Controls and bidi overrides: shown escaped, linked as they are.
+    "cr\rlf\n",
+    "esc\x1b[31mred",
+    "bell\x07",
+    "del\x7f",
+    "c1 nel\x85 csi\x9b",
+    "rlo \u202etxt.exe",
+    "lre\u202a rle\u202b pdf\u202c lro\u202d",
+    "isolates \u2066 \u2067 \u2068 \u2069",
+    "marks \u200e \u200f \u061c",
+    "separators \u2028 \u2029",
+    "\\x0a is not a newline",
 ]
 
 
@@ -144,7 +158,8 @@ def test_every_link_is_exactly_its_name(hostile: Path, path: str) -> None:
     base = "http://example.test" + path
     for (href, text), entry in zip(links, entries, strict=True):
         shown = entry.name + ("/" if entry.is_dir else "")
-        assert text == shown
+        assert is_visible(text), text
+        assert unescape(text) == shown
         url = urlsplit(urljoin(base, href))
         # Nothing leaked out of the path: no other host, scheme, query or fragment.
         assert (url.scheme, url.netloc, url.query, url.fragment) == ("http", "example.test", "", "")
@@ -169,6 +184,31 @@ def test_no_markup_is_injected(hostile: Path) -> None:
     }
     assert page.attributes == {"lang", "charset", "href", "class"}
     assert page.title == 'Index of /<script>alert("t")</script>&/'
+
+
+def test_controls_are_escaped_in_labels_and_title_not_in_links() -> None:
+    names = ["new\nline", "esc\x1b[2J", "c1\x9b", "rlo\u202etxt.exe", "iso\u2067x\u2069", "a\\b"]
+    body = render_listing([Entry(name, False, 1, 0.0) for name in names], "/d\r\n\u202e/")
+    page = parse(body)
+    assert [text for _, text in page.links[1:]] == [
+        "new\\nline",
+        "esc\\x1b[2J",
+        "c1\\x9b",
+        "rlo\\u202etxt.exe",
+        "iso\\u2067x\\u2069",
+        "a\\\\b",
+    ]
+    assert [href for href, _ in page.links[1:]] == [
+        "./new%0Aline",
+        "./esc%1B%5B2J",
+        "./c1%C2%9B",
+        "./rlo%E2%80%AEtxt.exe",
+        "./iso%E2%81%A7x%E2%81%A9",
+        "./a%5Cb",
+    ]
+    assert page.title == "Index of /d\\r\\n\\u202e/"
+    # No raw control or bidi character anywhere in the page but its own line breaks.
+    assert is_visible(body.decode().replace("\n", ""))
 
 
 @pytest.mark.parametrize(("path", "parent"), [("/", False), ("/sub/", True), ("/a/b/", True)])

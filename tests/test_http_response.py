@@ -7,11 +7,9 @@ parser, an independent reader of RFC 2046 multipart.
 
 from __future__ import annotations
 
-import email.message
-import email.parser
-
 import pytest
 
+from tests.oracles import multipart_parts
 from zerocopy.http import (
     ALLOW,
     DateCache,
@@ -234,20 +232,7 @@ def test_416() -> None:
 def parse_multipart(result: ResponsePlan) -> list[tuple[bytes, bytes, bytes]]:
     """(Content-Type, Content-Range, payload) per part, read by the stdlib email parser."""
     _, head = parse_head(result.head)
-    # compat32 (the default policy) leaves header values as they were sent.
-    message = email.parser.BytesParser().parsebytes(
-        b"Content-Type: " + head[b"content-type"] + b"\r\n\r\n" + body_bytes(result)
-    )
-    assert message.is_multipart()
-    assert not message.defects
-    parts = []
-    for part in message.get_payload():
-        assert isinstance(part, email.message.Message)
-        assert not part.defects
-        payload = part.get_payload(decode=True)
-        assert isinstance(payload, bytes)
-        parts.append((part["Content-Type"].encode(), part["Content-Range"].encode(), payload))
-    return parts
+    return multipart_parts(head[b"content-type"], body_bytes(result))
 
 
 def test_206_multipart() -> None:

@@ -236,9 +236,10 @@ async def test_connection_limit_pauses_accept(nursery: trio.Nursery, www: Path) 
     third.close()
 
 
-async def test_pipelining_is_parsed_lazily(server: Server) -> None:
-    # 500 pipelined requests in one write: answered in order, with the parser never holding
-    # more than one slice of parsed requests ahead of the responses.
+async def test_many_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    # 500 pipelined requests in one write: all answered, in order. That the parser holds no
+    # more than one slice of them parsed ahead of the responses is checked where it can be
+    # seen, in tests/test_http_parser.py::test_pipelining_is_parsed_lazily.
     client = await RawClient.connect(server.port)
     count = 500
     await client.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n" * count)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import resource
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.bounded import readline_within, stop_within
 
 LIMIT = 64
 
@@ -47,8 +50,7 @@ def test_accept_backs_off_on_emfile_and_recovers(tmp_path: Path) -> None:
         preexec_fn=_limit_fds,
     )
     try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split("127.0.0.1:")[1].split("/")[0])
+        port = int(readline_within(server).split("127.0.0.1:")[1].split("/")[0])
         assert _get(port).endswith(b"ok\n")
         # Hold more idle keep-alive connections than the server has descriptors.
         clients = []
@@ -78,7 +80,6 @@ def test_accept_backs_off_on_emfile_and_recovers(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "server did not recover"
         assert server.poll() is None
     finally:
-        server.terminate()
-        _, stderr = server.communicate(timeout=20)
+        _, stderr = stop_within(server, signal.SIGTERM)
     assert "pausing accept" in stderr
     assert "Traceback" not in stderr

@@ -1,15 +1,24 @@
 """HTML directory listings.
 
 Every name is HTML-escaped for display and percent-encoded for its link, so a file called
-``<script>`` or ``a"b`` or ``?x=1`` is shown and linked as itself. Names that are not valid
-UTF-8 cannot be requested (the HTTP layer refuses such paths), so they are left out. Symlinks
-are listed only when the server follows them, and then only when they lead somewhere under the
-root, as :meth:`Root.open <zerocopy.files.Root.open>` checks it: the link is opened with
-``O_PATH`` (which neither opens a device nor waits on a FIFO), ``/proc/self/fd`` names what it
-resolved to, and ``fstat`` of that descriptor describes it. A link that leads out is left out
-rather than shown with the size and date of a file outside the root (aiohttp CVE-2024-42367
-served such targets). FIFOs, sockets, devices and dangling links are left out too: they would
-only be refused.
+``<script>`` or ``a"b`` or ``?x=1`` is shown and linked as itself.
+
+What a name shows is made visible first, as ``ls -b`` does: control characters (C0, DEL, C1)
+and bidi controls (U+202A-U+202E, U+2066-U+2069 and the bidi marks) are written as escapes
+(``\\n``, ``\\x1b``, ``\\u202e``), and a backslash as ``\\\\``, by
+:func:`zerocopy.logtext.safe_text`. So a name cannot break the page's lines, drive a terminal
+when the page is read as text, or, with U+202E (RIGHT-TO-LEFT OVERRIDE) before ``txt.exe``,
+pass for ``exe.txt``. The link still carries the real name, percent-encoded, so it opens the
+file. The title (the request path) is shown the same way.
+
+Names that are not valid UTF-8 cannot be requested (the HTTP layer refuses such paths), so they
+are left out. Symlinks are listed only when the server follows them, and then only when they
+lead somewhere under the root, as :meth:`Root.open <zerocopy.files.Root.open>` checks it: the
+link is opened with ``O_PATH`` (which neither opens a device nor waits on a FIFO),
+``/proc/self/fd`` names what it resolved to, and ``fstat`` of that descriptor describes it. A
+link that leads out is left out rather than shown with the size and date of a file outside the
+root (aiohttp CVE-2024-42367 served such targets). FIFOs, sockets, devices and dangling links
+are left out too: they would only be refused.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Final, final
 from urllib.parse import quote
+
+from zerocopy.logtext import safe_text
 
 __all__ = ["Entry", "read_entries", "render_listing"]
 
@@ -132,16 +143,17 @@ def render_listing(entries: list[Entry], path: str) -> bytes:
 
     Returns:
         The page, UTF-8. Each link is ``./`` and the percent-encoded name, so that no name can
-        be read as a scheme (``javascript:``), a query or a fragment.
+        be read as a scheme (``javascript:``), a query or a fragment. Each label is the name
+        with its controls escaped (see the module docstring).
     """
-    title = html.escape(path)
+    title = html.escape(safe_text(path))
     rows = [_PAGE_HEAD.format(title=title)]
     if path != "/":
         rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n')
     for entry in entries:
         slash = "/" if entry.is_dir else ""
         href = html.escape(quote(entry.name, safe="") + slash)
-        label = html.escape(entry.name + slash)
+        label = html.escape(safe_text(entry.name) + slash)
         size = "-" if entry.is_dir else str(entry.size)
         when = _when(entry.mtime)
         rows.append(

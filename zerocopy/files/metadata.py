@@ -27,12 +27,21 @@ OCTET_STREAM: Final = b"application/octet-stream"
 
 
 def etag(info: os.stat_result) -> bytes:
-    """A strong validator: inode, modification time in nanoseconds, and size.
+    """A strong validator: ``"<mtime in ns, hex>-<size, hex>"``.
 
-    nginx uses ``"<mtime hex>-<size hex>"``; the inode and nanoseconds also catch a file
-    replaced by rename within the same second with the same size.
+    nginx's is ``"<mtime hex>-<size hex>"`` in seconds; nanoseconds also tell apart two
+    versions written within the same second with the same size. The tag depends on the size and
+    the modification time and on nothing else, so it is the same after a restart,
+    in every worker, and on every machine that serves a copy of the tree with its times kept
+    (``cp -a``, ``rsync -a``), as caches behind a load balancer need. The inode number
+    is left out: it differs between such copies and tells a client how the disk is laid out
+    (Apache's inode ETags, CVE-2003-1418). What that gives up: a file replaced by another of
+    the same size whose time was set to the same nanosecond (``touch -r``) keeps its tag, as
+    it does in nginx.
+
+    A time before 1970 is written with a minus sign, which ``etagc`` (RFC 9110 §8.8.3) allows.
     """
-    return b'"%x-%x-%x"' % (info.st_ino, info.st_mtime_ns, info.st_size)
+    return b'"%x-%x"' % (info.st_mtime_ns, info.st_size)
 
 
 def content_type(name: str) -> bytes:

@@ -7,6 +7,18 @@
 5. Then If-Range decides whether Range applies (:func:`if_range_allows`).
 
 Dates that do not parse are ignored (§13.1.3-4), as are repeated date fields.
+
+Dates are compared with what Last-Modified says, not with the raw modification time: the file's
+time clamped into what an IMF-fixdate can write (:func:`~zerocopy.http.dates.http_time`). A
+file modified in the year 36812 is sent as ``Fri, 31 Dec 9999 23:59:59 GMT``, and a client
+that sends that date back in If-Modified-Since gets 304, as it does for any other file. Two
+times past 9999 look the same to If-Modified-Since; the ETag (nanosecond mtime and size)
+still tells them apart, and a client that has it sends If-None-Match, which wins.
+
+If-Range is stricter. RFC 9110 §13.1.5 honours a date only when it is a strong validator, and a
+clamped date stands for every time past 9999 (or before 1970), so it is not one: If-Range with
+it gets the whole file. A false match there would splice the bytes of two different files into
+one download; a miss costs one full transfer.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final
 
-from zerocopy.http.dates import parse_http_date
+from zerocopy.http.dates import HTTP_TIME_MAX, HTTP_TIME_MIN, http_time, parse_http_date
 
 if TYPE_CHECKING:
     from zerocopy.http.parser import Request
@@ -43,8 +55,10 @@ def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | N
     Args:
         request: A GET or HEAD request.
         etag: The file's strong entity-tag, quotes included.
-        mtime: The file's modification time, whole seconds (what Last-Modified says).
+        mtime: The file's modification time in whole seconds, as ``stat`` gave it; compared
+            as Last-Modified writes it (clamped by ``http_time``).
     """
+    last_modified = http_time(mtime)
     headers = request.headers
     if_match = headers.get(b"if-match")
     if if_match is not None:
@@ -54,7 +68,7 @@ def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | N
         since = request.single(b"if-unmodified-since")
         if since is not None:
             when = parse_http_date(since)
-            if when is not None and mtime > when:
+            if when is not None and last_modified > when:
                 return 412
     if_none_match = headers.get(b"if-none-match")
     if if_none_match is not None:
@@ -64,7 +78,7 @@ def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | N
         since = request.single(b"if-modified-since")
         if since is not None:
             when = parse_http_date(since)
-            if when is not None and mtime <= when:
+            if when is not None and last_modified <= when:
                 return 304
     return None
 
@@ -73,7 +87,13 @@ def if_range_allows(request: Request, etag: bytes, mtime: int) -> bool:
     """Whether a Range header may be honoured (RFC 9110 §13.1.5).
 
     An entity-tag must match byte for byte, and a weak one never does. A date must equal
-    Last-Modified exactly. Anything else, a repeated field included, means "send it all".
+    Last-Modified exactly, and Last-Modified must be the file's own time, not a clamped one
+    (see the module docstring). Anything else, a repeated field included, means "send it all".
+
+    Args:
+        request: A GET request with a Range header.
+        etag: The file's strong entity-tag, quotes included.
+        mtime: The file's modification time in whole seconds, as ``stat`` gave it.
     """
     if b"if-range" not in request.headers:
         return True
@@ -84,6 +104,8 @@ def if_range_allows(request: Request, etag: bytes, mtime: int) -> bool:
     if value.startswith(b'"'):
         return value == etag
     if value.startswith(b"W/"):
+        return False
+    if not HTTP_TIME_MIN <= mtime <= HTTP_TIME_MAX:
         return False
     when = parse_http_date(value)
     return when is not None and when == mtime

@@ -10,11 +10,21 @@ Parsing accepts exactly the three formats the RFC lists, and nothing else:
 ``"<date>, <date>"`` and rolls ``32 Nov`` or ``25:00:00`` over into another day, where RFC 9110
 §13.1.3-4 says a conditional with an invalid date, or with more than one member, is ignored.
 nginx's ``ngx_parse_http_time`` is as strict about the calendar.
+
+Formatting never fails, whatever the time. File systems keep times that an HTTP-date cannot
+write: tmpfs and ext4 keep 64-bit seconds (``touch -d @1099511627776`` is the year 36812),
+and any of them keeps times before 1970. IMF-fixdate has a four-digit year, and RFC 9110
+§5.6.7 counts from the epoch, so :func:`http_time` clamps first, as nginx's ``ngx_gmtime``
+does: later than ``Fri, 31 Dec 9999 23:59:59 GMT`` is written as that date, earlier than the
+epoch as ``Thu, 01 Jan 1970 00:00:00 GMT``. The conditionals compare with the same clamped
+second (:mod:`zerocopy.http.conditional`), so a client that sends back the Last-Modified it
+was given is answered consistently.
 """
 
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
 from typing import Final, final
@@ -32,11 +42,37 @@ _RFC850: Final = re.compile(_LONG_DAY + rb", (\d\d)-" + _MONTH + rb"-(\d\d) " + 
 _ASCTIME: Final = re.compile(_DAY + b" " + _MONTH + rb" ((?:\d| )\d) " + _TIME + rb" (\d{4})")
 
 
+HTTP_TIME_MIN: Final = 0
+"""``Thu, 01 Jan 1970 00:00:00 GMT``: the earliest second a Last-Modified is written as."""
+HTTP_TIME_MAX: Final = 253402300799
+"""``Fri, 31 Dec 9999 23:59:59 GMT``: the latest second an IMF-fixdate can write."""
+
+
+def http_time(epoch: float) -> int:
+    """The whole second that the HTTP-date for ``epoch`` names: floored, then clamped.
+
+    Args:
+        epoch: Seconds since the epoch, e.g. ``st_mtime``; any int or float (NaN gives the
+            minimum).
+
+    Returns:
+        A second from :data:`HTTP_TIME_MIN` to :data:`HTTP_TIME_MAX`, both included.
+    """
+    if epoch >= HTTP_TIME_MAX:
+        return HTTP_TIME_MAX
+    if not epoch > HTTP_TIME_MIN:  # Also NaN, which compares false with everything.
+        return HTTP_TIME_MIN
+    return math.floor(epoch)
+
+
 def format_http_date(epoch: float) -> bytes:
-    """Format ``epoch`` (seconds, UTC) as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    """Format ``epoch`` (seconds, UTC) as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``.
+
+    Never raises: the time is clamped by :func:`http_time` first.
+    """
     # Not email.utils.formatdate: importing email.utils imports socket, which the sans-IO
     # core must not pull in (tests/test_layering.py).
-    t = time.gmtime(epoch)
+    t = time.gmtime(http_time(epoch))
     return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
         _DAY_NAMES[t.tm_wday],
         t.tm_mday,

@@ -19,7 +19,19 @@ obs-fold, whitespace before the colon. It leaves these to us, checked in
 * the request-target length (414), header count and head size (431), body size (413). A
   Content-Length over the limit is refused as soon as the head is complete, as nginx's
   ``client_max_body_size`` is: waiting for the body would let a client that announces a
-  gigabyte and sends nothing hold the connection until the head timeout.
+  gigabyte and sends nothing hold the connection until the head timeout;
+* ``Expect`` (RFC 9110 §10.1.1), below.
+
+``Expect: 100-continue`` with a body: the client waits for ``100 Continue`` (or up to a second
+or so) before it sends the body, and this server wants no body. So the request is returned as
+soon as its head is complete, with ``keep_alive=False``, and the parser stops there: the final
+response goes out at once, without a ``100 Continue``, and the connection closes after it,
+which §10.1.1 allows ("the server ... can send a final status code ... and close the
+connection"). The server's lingering close then discards whatever part of the body the
+client sends anyway. nginx sends ``100 Continue`` and reads the body; skipping it costs the
+client a reconnect, never the body's upload. Without a body, or on HTTP/1.0 (§10.1.1: "MUST
+ignore"), the expectation changes nothing. Any other expectation gets 417 and a close, as
+Apache answers it: the body that may follow cannot be framed reliably past a refusal.
 
 A request that ends the connection (``Connection: close``, HTTP/1.0 without keep-alive, an
 Upgrade) is the last one returned: RFC 9112 §9.6 says the server "MUST NOT process any further
@@ -43,7 +55,7 @@ import httptools
 from zerocopy.http.errors import HTTPError
 from zerocopy.http.limits import Limits
 
-__all__ = ["CLOSED", "NEED_DATA", "Request", "RequestParser"]
+__all__ = ["CLOSED", "NEED_DATA", "ParserStatistics", "Request", "RequestParser"]
 
 
 @final
@@ -78,6 +90,7 @@ _TRACKED: Final = frozenset(
         b"if-unmodified-since",
         b"transfer-encoding",
         b"content-length",
+        b"expect",
     }
 )
 
@@ -119,6 +132,20 @@ class Request:
         return self.headers.get(name)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ParserStatistics:
+    """What a parser holds between calls.
+
+    Attributes:
+        queued_events: Requests (or an error) parsed and not yet returned by ``next_event``.
+        buffered_bytes: Bytes received and not yet handed to llhttp.
+    """
+
+    queued_events: int
+    buffered_bytes: int
+
+
 class _Abort(Exception):
     """Raised inside an llhttp callback to stop parsing.
 
@@ -128,6 +155,21 @@ class _Abort(Exception):
     def __init__(self, error: HTTPError | None) -> None:
         super().__init__(error.reason if error else "end of stream")
         self.error = error
+
+
+def _expects_continue(field: bytes | None) -> bool:
+    """Whether an Expect field asks for ``100-continue``; 417 for any other expectation.
+
+    Raises:
+        _Abort: With a 417, for an expectation other than ``100-continue``.
+    """
+    if field is None:
+        return False
+    # Expect = #expectation (RFC 9110 §10.1.1); empty members are allowed and ignored.
+    members = {member.strip(b" \t").lower() for member in field.split(b",")} - {b""}
+    if members - {b"100-continue"}:
+        raise _Abort(HTTPError(417, "unsupported expectation"))
+    return bool(members)
 
 
 @final
@@ -189,6 +231,10 @@ class RequestParser:
         if self._failed or self._eof:
             return CLOSED
         return NEED_DATA
+
+    def statistics(self) -> ParserStatistics:
+        """What the parser holds now: parsing is lazy, so pipelined bytes wait unparsed."""
+        return ParserStatistics(len(self._events), len(self._buffer))
 
     @property
     def in_message(self) -> bool:
@@ -291,18 +337,29 @@ class RequestParser:
         if length.isdigit() and int(length) > self._limits.max_body_size:
             raise _Abort(HTTPError(413, "declared request body too large"))
         has_body = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
-        self._request = Request(
+        expects_continue = _expects_continue(headers.get(b"expect"))
+        answer_now = expects_continue and has_body and version == "1.1"
+        request = Request(
             method=parser.get_method().decode("ascii"),
             target=bytes(self._url),
             version=version,
             # An upgrade request is answered, then the connection closes: whatever follows
-            # it is another protocol.
-            keep_alive=parser.should_keep_alive() and not parser.should_upgrade(),
+            # it is another protocol. So does one answered before its body (Expect).
+            keep_alive=(
+                parser.should_keep_alive() and not parser.should_upgrade() and not answer_now
+            ),
             headers=headers,
             repeated=frozenset(self._repeated) if self._repeated else _NONE_REPEATED,
             has_body=has_body,
             plain=len(headers) == (b"host" in headers),
         )
+        if answer_now:
+            # The request is complete as far as the server cares; nothing after its head is
+            # parsed (see the module docstring).
+            self._in_message = False
+            self._events.append(request)
+            raise _Abort(None)
+        self._request = request
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

@@ -7,6 +7,15 @@ The result of :func:`plan_ranges` is one of:
 * an empty tuple: nothing is satisfiable, answer 416 with ``Content-Range: bytes */size``.
 * one or more :class:`ByteRange`, in the order the client asked for them.
 
+An empty file has no byte to cut a range from. RFC 9110 §14.1.1 calls a non-zero suffix
+(``bytes=-1``) satisfiable even then, but the range it selects is empty, and no
+Content-Range can write an empty range (``bytes 0--1/0`` is not one). So a spec that would
+begin at byte 0 of an empty file (``0-``, ``0-5``, ``-1``, ``-0``) makes the server ignore the
+header, which §14.2 allows, and send the whole empty file with 200, as nginx does (its
+``ngx_http_range_parse`` declines an empty range that starts at 0). A spec that begins past
+the end (``1-``, ``5-10``) is unsatisfiable as on any file: 416 with ``Content-Range:
+bytes */0`` (§15.5.17), again as nginx answers.
+
 Abuse guards, from nginx's ``range.t`` and the Apache Killer (CVE-2011-3192): more than
 ``max_ranges`` ranges, overlapping ranges, or ranges adding up to more than the file all get
 the whole file rather than a response that repeats it. Integers are parsed as Python ints, and
@@ -66,13 +75,17 @@ def plan_ranges(header: bytes, size: int, *, max_ranges: int) -> tuple[ByteRange
             if start is None or end is None or end < start:
                 return None
             if start >= size:
+                if start == 0:
+                    return None  # An empty file; see the module docstring.
                 continue  # Unsatisfiable, but other ranges may still be served.
             ranges.append(ByteRange(start, min(end, size - 1)))
         else:
             suffix = _number(last)
             if suffix is None:
                 return None
-            if suffix == 0 or size == 0:
+            if size == 0:
+                return None  # An empty file; see the module docstring.
+            if suffix == 0:
                 continue
             ranges.append(ByteRange(max(size - suffix, 0), size - 1))
     if len(ranges) > 1:
