@@ -20,6 +20,7 @@ import pytest
 from zerocopy.files import etag
 from zerocopy.http import Representation, Request, RequestParser, format_http_date, plan_file
 from zerocopy.http.dates import HTTP_TIME_MAX, HTTP_TIME_MIN, http_time, parse_http_date
+from zerocopy.span import FileSpan
 
 IMF_FIXDATE = re.compile(
     rb"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -95,16 +96,15 @@ def request(*fields: bytes) -> Request:
 def representation(info: os.stat_result) -> Representation:
     # As the server builds it from fstat of the open file (server/respond.py).
     return Representation(
-        size=info.st_size,
+        body=FileSpan(3, 0, info.st_size, info.st_dev),
         mtime=int(info.st_mtime),
         etag=etag(info),
         content_type=b"text/plain; charset=utf-8",
-        dev=info.st_dev,
     )
 
 
 def answer(rep: Representation, *fields: bytes) -> tuple[int, dict[bytes, bytes]]:
-    plan = plan_file(request(*fields), rep, 3, date=DATE, keep_alive=True, max_ranges=8)
+    plan = plan_file(request(*fields), rep, date=DATE, keep_alive=True, max_ranges=8)
     lines = plan.head.split(b"\r\n")[1:-2]
     return plan.status, dict(line.split(b": ", 1) for line in lines)
 

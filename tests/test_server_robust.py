@@ -15,6 +15,7 @@ import trio
 
 from tests.helpers import RawClient
 from tests.oracles import multipart_parts
+from tests.test_server_faults import _start_slow_download
 from zerocopy.server import Server
 
 
@@ -156,3 +157,27 @@ async def test_listing_escapes_controls_and_links_to_the_real_name(
     response = await client.request("/list/" + href[2:].decode())
     assert response.status == 200
     assert response.body == b"the real file\n"
+
+
+# -- Log lines ------------------------------------------------------------------------------------
+
+HOSTILE_NAME = "a\nb\r\x1b[31m\u202e.bin"
+
+
+async def test_a_hostile_file_name_cannot_forge_a_log_line(
+    server: Server, www: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The truncation error names the file: a name holding CR, LF, ESC or a bidi override
+    # must come out as one line, escaped, not as a forged second line.
+    path = www / HOSTILE_NAME
+    path.write_bytes(os.urandom(32 * 1024 * 1024))
+    quoted = "".join(f"%{byte:02X}" for byte in HOSTILE_NAME.encode())
+    client, _body, length = await _start_slow_download(server, quoted)
+    assert length == 32 * 1024 * 1024
+    os.truncate(path, 1024 * 1024)
+    with trio.fail_after(20):
+        await client.read_until_closed()
+    client.close()
+    [message] = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert not any(char in message for char in "\n\r\x1b\u202e")
+    assert "a\\nb\\r\\x1b[31m\\u202e.bin" in message

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Request, RequestParser, head_200
+from zerocopy.logtext import safe_text
 from zerocopy.transfer import FileTruncated, PeerGone, SendTimeout, TransferError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def _log_access(peer: str, request: Request, status: int, length: int) -> None:
         peer,
         when,
         request.method,
-        request.target.decode("latin-1"),
+        safe_text(request.target).replace('"', "\\x22"),
         request.version,
         status,
         length,
@@ -185,7 +186,7 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
             logger.error(
                 "%s: %s truncated while being sent: %s; connection closed",
                 conn.peer,
-                (path or b"?").decode(errors="replace"),
+                safe_text(path or b"?"),
                 exc,
             )
             return False

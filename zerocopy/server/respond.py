@@ -34,6 +34,7 @@ from zerocopy.http import (
     redirect_location,
     representation_fields,
 )
+from zerocopy.logtext import safe_text
 
 if TYPE_CHECKING:
     from zerocopy.files import CachedFile, Opened, OpenFileCache
@@ -229,6 +230,8 @@ class Responder:
     def refused(self, exc: Refused, request: Request, *, keep_alive: bool) -> ResponsePlan:
         """The plan for a refused path; 500s are logged, the rest are routine."""
         if exc.status_hint >= 500:
-            logger.error("%s %r: %s", request.method, request.target, exc.reason)
+            logger.error(
+                "%s %s: %s", request.method, safe_text(request.target), safe_text(exc.reason)
+            )
         error = HTTPError(exc.status_hint, exc.reason, close=False)
         return self.error(error, request, keep_alive=keep_alive)
