@@ -63,6 +63,7 @@ def make_cache(mode: str) -> Iterator[Callable[..., OpenFileCache]]:
     yield make
     for cache in made:
         cache.close()
+        cache.root.close()
     assert open_fd_count() <= before, "descriptors leaked"
 
 
@@ -417,3 +418,29 @@ def test_small_files_are_kept_in_memory_within_the_limit(tmp_path: Path) -> None
     finally:
         cache.close()
     assert cache.statistics().memory_bytes == 0
+
+
+def _switch(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically, as deploy tools do (symlink, then rename)."""
+    staged = link.with_name(link.name + ".new")
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
+def test_the_deploy_switch_is_seen_by_the_next_lookup(tmp_path: Path, make_cache) -> None:
+    # The root is a `current` symlink switched between releases; the next lookup after a
+    # switch is served from the new release, cache or no cache.
+    releases = tmp_path / "releases"
+    for n in range(2):
+        (releases / str(n) / "js").mkdir(parents=True)
+        (releases / str(n) / "js" / "app.js").write_bytes(b"release %d" % n)
+    current = tmp_path / "current"
+    current.symlink_to(releases / "0")
+    cache = make_cache(current)
+    for i in range(ROUNDS):
+        expected = b"release %d" % (i % 2)
+        assert _read(cache, "js", "app.js")[1] == expected
+        assert _read(cache, "js", "app.js")[1] == expected
+        _switch(current, releases / str((i + 1) % 2))
+        assert _read(cache, "js", "app.js")[1] == b"release %d" % ((i + 1) % 2)
+        assert cache.root.path == str(releases / str((i + 1) % 2))

@@ -221,9 +221,11 @@ def test_unsafe_segments_are_refused_before_any_lookup(
     # tell a prober that the path exists (aiohttp CVE-2025-69226).
     (tree.root / os.fsdecode(b"bad\xff")).write_text("not UTF-8")
     (tree.root.parent / "outside" / "a.txt").write_text("outside")
+    root = Root(str(tree.root), follow_symlinks=follow)
     before = fd_count()
-    assert status(Root(str(tree.root), follow_symlinks=follow), path) == 404
+    assert status(root, path) == 404
     assert fd_count() == before
+    root.close()
 
 
 def make_deep(dir_fd: int, levels: int) -> int:
@@ -574,23 +576,64 @@ def test_dangling_symlink_as_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("follow", [False, True])
-def test_symlinked_root_is_resolved_once(tree: Tree, tmp_path: Path, follow: bool) -> None:
+def test_symlinked_root_is_held_until_checked(tree: Tree, tmp_path: Path, follow: bool) -> None:
     os.symlink(tree.root, tmp_path / "alias")
     root = Root(str(tmp_path / "alias") + "/", follow_symlinks=follow)
     assert root.path == str(tree.root)
+    assert root.configured == str(tmp_path / "alias")
     opened = root.open(["dir", "b.txt"])
     try:
         assert opened.path == os.fsencode(tree.root / "dir" / "b.txt")
     finally:
         opened.close()
-    # Re-pointing the alias later changes nothing: the real path was taken at start.
+    assert not root.check()  # nothing changed
+    # Re-pointing the alias (the deploy switch): the held root stays until check() follows
+    # the alias, and from then on every path resolves in, and is checked against, the new one.
     os.remove(tmp_path / "alias")
     os.symlink(tree.outside, tmp_path / "alias")
+    assert status(root, "a.txt") == 200
     opened = root.open(["a.txt"])
     try:
         assert os.read(opened.fd, 100) == b"a in root\n"
     finally:
         opened.close()
+    assert root.check()
+    assert root.path == str(tree.outside)
+    opened = root.open(["a.txt"])
+    try:
+        assert os.read(opened.fd, 100) == (tree.outside / "a.txt").read_bytes()
+    finally:
+        opened.close()
+    root.close()
+
+
+def test_a_missing_root_path_mid_switch_keeps_the_old_root(tree: Tree, tmp_path: Path) -> None:
+    os.symlink(tree.root, tmp_path / "alias")
+    root = Root(str(tmp_path / "alias"))
+    os.remove(tmp_path / "alias")  # `ln -sfn` unlinks, then links: a moment with no root
+    assert not root.check()
+    assert status(root, "a.txt") == 200
+    root.close()
+
+
+def test_a_root_swapped_for_a_symlink_tells_nothing_of_the_old_target(tmp_path: Path) -> None:
+    # The root directory itself is replaced by a symlink elsewhere. Whatever the root path
+    # names after check() is the root, and names are looked up only there: a name that exists
+    # next to the new target, but not in it, is a plain 404, like any missing name.
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "page.txt").write_text("old")
+    (tmp_path / "elsewhere" / "public").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "public" / "page.txt").write_text("new")
+    (tmp_path / "elsewhere" / "secret.txt").write_text("secret")
+    root = Root(str(tmp_path / "www"))
+    os.rename(tmp_path / "www", tmp_path / "www.old")
+    os.symlink(tmp_path / "elsewhere" / "public", tmp_path / "www")
+    assert root.check()
+    assert status(root, "page.txt") == 200
+    assert status(root, ("..", "secret.txt")) == 404
+    assert status(root, "secret.txt") == 404
+    assert status(root, "missing.txt") == 404
+    root.close()
 
 
 @pytest.mark.parametrize("follow", [False, True])

@@ -125,9 +125,11 @@ def check_opens(events: list[OpenEvent], root: bytes) -> None:
     * An absolute path opened with ``O_PATH``: plain and under the root. ``O_PATH`` opens
       nothing (open(2): "the file itself is not opened"); it may resolve out through a link,
       which is how the server finds out that it must refuse.
-    * A relative name with ``O_PATH``: the listing, looking at a symlink in the directory it
-      lists through that directory's descriptor (``dir_fd``, which the event does not carry).
-      It has no ``/`` so it names an entry of that directory.
+    * A relative path with ``O_PATH``: resolved against a directory descriptor (``dir_fd``,
+      which the event does not carry): the root's, in ``Root.open``, or a listed directory's,
+      looking at a symlink in it. It must be plain (no ``.``, ``..`` or doubled slashes), so it
+      stays lexically inside that directory; where it resolves to is checked by the server,
+      and whatever is then read goes through ``/proc/self/fd/N`` (the first rule).
     """
     for event in events:
         path = event.path
@@ -137,8 +139,11 @@ def check_opens(events: list[OpenEvent], root: bytes) -> None:
             continue
         path_only = bool(event.flags & os.O_PATH)
         if not path.startswith(b"/"):
+            # Relative to a directory descriptor (the event does not carry it): the root's
+            # (Root.open) or a listed directory's. O_PATH only, and lexically inside it.
             assert path_only, event
-            assert b"/" not in path, event
+            assert os.path.normpath(path) == path or path == b".", event
+            assert b".." not in path.split(b"/"), event
             continue
         assert _under(path, root), event
         assert os.path.normpath(path) == path, event

@@ -218,3 +218,53 @@ async def test_small_files_go_from_memory_only_with_auto(site, any_strategy: str
         assert stats.transfer.bytes_from_memory == 0
         zero_copy = stats.transfer.bytes_zero_copy
         assert zero_copy == (0 if any_strategy == "readwrite" else 5 * size)
+
+
+async def test_the_deploy_switch_under_load_serves_whole_releases(
+    nursery: trio.Nursery, tmp_path: Path, any_strategy: str, revalidate: str
+) -> None:
+    # Clients fetch without pause while `current` flips between two releases. Every response
+    # is whole and from one release or the other; after the last switch, the new one.
+    releases = tmp_path / "releases"
+    names = ["index.html", "app.js", "big.bin"]
+    for n in range(2):
+        (releases / str(n)).mkdir(parents=True)
+        for name in names:
+            size = 300_000 if name == "big.bin" else 40 + n
+            (releases / str(n) / name).write_bytes(os.urandom(size))
+    expected = {name: {sha256_file(releases / str(n) / name) for n in range(2)} for name in names}
+    current = tmp_path / "current"
+    current.symlink_to(releases / "0")
+    server = await start_server(
+        nursery, root=str(current), strategy=any_strategy, open_file_cache_revalidate=revalidate
+    )
+    stop = trio.Event()
+    responses = 0
+
+    async def fetch() -> None:
+        nonlocal responses
+        client = await RawClient.connect(server.port)
+        while not stop.is_set():
+            for name in names:
+                response = await _get(client, "/" + name)
+                assert response.status == 200
+                assert response.sha256 in expected[name]
+                responses += 1
+        await client.aclose()
+
+    async with trio.open_nursery() as clients:
+        for _ in range(4):
+            clients.start_soon(fetch)
+        for i in range(31):
+            await trio.sleep(0.01)
+            staged = tmp_path / "current.new"
+            staged.symlink_to(releases / str((i + 1) % 2))
+            os.replace(staged, current)
+        stop.set()
+    assert responses > 30
+    final = releases / "1"  # 31 switches: release 1
+    client = await RawClient.connect(server.port)
+    for name in names:
+        assert (await _get(client, "/" + name)).sha256 == sha256_file(final / name)
+    await client.aclose()
+    await stop_server(server)

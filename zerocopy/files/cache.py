@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 from zerocopy.files.root import Opened
 from zerocopy.files.watch import IGNORED, OVERFLOW, SELF_EVENTS, Watcher
+from zerocopy.logtext import safe_text
 from zerocopy.span import FileSpan, Warmth
 
 if TYPE_CHECKING:
@@ -233,6 +234,7 @@ class OpenFileCache:
         self._watcher: Watcher | None = None
         self._watches: dict[int, _Watch] = {}
         self._by_path: dict[bytes, _Watch] = {}
+        self._root_names: dict[int, set[str]] = {}
         self._hits = 0
         self._misses = 0
         self._evictions = 0
@@ -248,6 +250,8 @@ class OpenFileCache:
                 logger.warning(
                     "inotify unavailable (%s): the open-file cache revalidates every hit", exc
                 )
+            else:
+                self._watch_root()
 
     @property
     def mode(self) -> str:
@@ -264,8 +268,11 @@ class OpenFileCache:
         Never blocks.
         """
         watcher = self._watcher
-        if watcher is not None and watcher.pending():
-            self._drain()
+        if watcher is not None:
+            if watcher.pending():
+                self._drain()
+        elif self.root.check():
+            self.clear()
         if not entry.valid:
             return False
         if entry._revalidate and not self._unchanged(entry):
@@ -293,10 +300,14 @@ class OpenFileCache:
             entry.borrowers += 1
             return Opened(entry.fd, entry.stat, entry.path, entry)
         if self._max <= 0:
+            self.root.check()
             return self.root.open(segments)
         key = tuple(segments)
         self._misses += 1
-        if self._watcher is not None and self._watcher.pending():
+        if self._watcher is None:
+            if self.root.check():
+                self.clear()
+        elif self._watcher.pending():
             self._drain()  # So that the watches reused below still name what they did.
         watches = self._watch_path(key)
         try:
@@ -355,13 +366,14 @@ class OpenFileCache:
             self._drop(entry)
 
     def close(self) -> None:
-        """Drop every entry and close the inotify instance."""
+        """Drop every entry and close the inotify instance (the root stays open)."""
         self.clear()
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
         self._watches.clear()
         self._by_path.clear()
+        self._root_names.clear()
 
     # -- revalidation -----------------------------------------------------------------------
 
@@ -376,6 +388,47 @@ class OpenFileCache:
         )
 
     # -- inotify ------------------------------------------------------------------------------
+
+    def _watch_root(self) -> None:
+        """Watch every name the root path goes through, as given and as resolved.
+
+        For ``/srv/site/current`` -> ``releases/5`` that is ``srv`` in ``/``, ``site`` in
+        ``/srv``, ``current`` and ``releases`` in ``/srv/site``, and ``5`` in
+        ``/srv/site/releases``; and the root directory itself (moved or deleted). A change to
+        any of them may switch the root (:meth:`Root.check`).
+        """
+        watcher = self._watcher
+        assert watcher is not None
+        for wd in self._root_names:
+            if wd not in self._watches:
+                watcher.remove(wd)
+        self._root_names.clear()
+        chain: list[tuple[str, str]] = [(self.root.path, "")]
+        for path in {self.root.configured, self.root.path}:
+            while path != "/":
+                parent, name = os.path.split(path)
+                chain.append((parent, name))
+                path = parent
+        for directory, name in chain:
+            try:
+                wd = watcher.add_root(os.fsencode(directory))
+            except OSError as exc:
+                logger.warning(
+                    "cannot watch %s (%s): a switch of the root path there is seen only "
+                    "after a restart",
+                    safe_text(directory),
+                    exc,
+                )
+                continue
+            self._root_names.setdefault(wd, set()).add(name)
+
+    def _root_changed(self) -> None:
+        """Something on the root path changed: follow it, and drop everything if it moved."""
+        if self.root.check():
+            logger.info("root is now %s", safe_text(self.root.path))
+            self.clear()
+            if self._watcher is not None:
+                self._watch_root()
 
     def _watch_path(self, key: tuple[str, ...]) -> list[_Watch] | None:
         """Watch the root and every directory down to the one holding ``key``, top down.
@@ -418,7 +471,7 @@ class OpenFileCache:
             watch.users -= 1
             if watch.users == 0:
                 self._forget(watch)
-                if self._watcher is not None:
+                if self._watcher is not None and watch.wd not in self._root_names:
                     self._watcher.remove(watch.wd)
 
     def _forget(self, watch: _Watch) -> None:
@@ -432,9 +485,15 @@ class OpenFileCache:
         """Apply every pending event: drop the entries it concerns."""
         watcher = self._watcher
         assert watcher is not None
+        root_changed = False
         try:
             while events := watcher.read():
                 for event in events:
+                    names = self._root_names.get(event.wd)
+                    if names is not None and (
+                        event.name in names or (event.mask & SELF_EVENTS and "" in names)
+                    ):
+                        root_changed = True
                     if event.mask & OVERFLOW:
                         self._overflows += 1
                         logger.warning(
@@ -442,6 +501,7 @@ class OpenFileCache:
                             "(raise /proc/sys/fs/inotify/max_queued_events if it recurs)"
                         )
                         self.clear()
+                        root_changed = True
                         continue
                     watch = self._watches.get(event.wd)
                     if watch is None:
@@ -459,6 +519,8 @@ class OpenFileCache:
                         self._drop(entry)
                 if not watcher.pending():
                     break
+            if root_changed:
+                self._root_changed()
         except OSError as exc:
             logger.error(
                 "inotify read failed (%s): dropping the open-file cache, revalidating every "
@@ -469,6 +531,7 @@ class OpenFileCache:
             watcher.close()
             self._watches.clear()
             self._by_path.clear()
+            self._root_names.clear()
             for entry in list(self._entries.values()):
                 entry._registered.clear()
                 self._drop(entry)

@@ -4,7 +4,8 @@ Theory of operation. Python 3.11 has no ``openat2(RESOLVE_BENEATH)``, so the che
 what the path *resolved to*, before anything is opened for reading, which leaves no window for
 a symlink swapped in between a check and the open:
 
-1. ``open(root + path, O_PATH | O_CLOEXEC [| O_NOFOLLOW])``. ``O_PATH`` resolves the path and
+1. ``openat(root_fd, path, O_PATH | O_CLOEXEC [| O_NOFOLLOW])``, relative to the root's held
+   descriptor (see "The root itself" below). ``O_PATH`` resolves the path and
    pins the inode it found without opening it (open(2): "the file itself is not opened"): no
    driver's ``open`` runs for a device node, a FIFO does not wait for a writer, no read
    permission is needed, and a path that leads out of the root through a symlink opens
@@ -28,6 +29,21 @@ a symlink swapped in between a check and the open:
 
 Five syscalls per open, whatever the depth of the path; the open-file cache (``cache.py``)
 saves them for files that are asked for again.
+
+The root itself. The root path is opened once (``O_PATH | O_DIRECTORY``) and every request
+is resolved relative to that descriptor and checked against *its* real path, so one request
+never mixes two directories. The common deploy pattern makes the root a ``current`` symlink
+switched atomically to ``releases/N``: :meth:`Root.check` (called by the open-file cache when
+inotify reports a change on the root path, or on every request without inotify) follows the
+root path again and holds the new directory from then on. Requests resolved before the switch
+finish from the old release, later ones come whole from the new one. A root path swapped for a
+symlink to ``/`` is, likewise, the new root: what it names is served, and containment holds
+within it, but never a mixture where paths go through the new target and are checked against
+the old (which would tell apart, by 403 and 404, which names exist out there). Whoever can
+replace the root path decides what is served, as with nginx's ``root``.
+
+Hard links: a hard link inside the root to a file elsewhere is the same inode, and is served
+(nginx does the same). Only someone who can already write inside the root can make one.
 
 A failed open must not tell what lies beyond a symlink either: without the rule below,
 ``link-out/missing`` (ENOENT: 404) and ``link-out/secret`` (opens, then refused: 403) would
@@ -127,13 +143,24 @@ class Opened:
 class Root:
     """The directory being served.
 
+    The root is held open (an ``O_PATH`` descriptor) and every path is opened relative to it,
+    so a request is resolved and checked against one directory, even while the root path is
+    being switched. :meth:`check` re-resolves the root path when it may name another directory
+    now: the deploy pattern, where the root is a ``current`` symlink switched atomically from
+    ``releases/N`` to ``releases/N+1``. Whoever can replace the root path chooses what is
+    served, as with nginx's ``root``; what the path names is served, contained, and nothing
+    outside it is ever opened or told apart.
+
     Args:
-        path: The directory. It is resolved once, here, to its real path.
+        path: The directory (it may be, or go through, a symlink).
         follow_symlinks: Serve symlinks whose target lies under the root.
 
     Raises:
         NotADirectoryError, FileNotFoundError, PermissionError: The root is unusable.
         RuntimeError: ``/proc/self/fd`` is not available (the containment check needs it).
+
+    Resource handling: the root's descriptor is closed by :meth:`close`, or replaced by
+    :meth:`check`.
     """
 
     def __init__(self, path: str, *, follow_symlinks: bool = False) -> None:
@@ -146,19 +173,83 @@ class Root:
             raise PermissionError(f"root directory {path!r} is not readable")
         if not os.path.isdir("/proc/self/fd"):
             raise RuntimeError("/proc is not mounted; root containment needs /proc/self/fd")
-        self.path = real
+        self.configured = os.path.abspath(path)
+        """The root path as given: what :meth:`check` resolves again."""
         self.follow_symlinks = follow_symlinks
-        self._prefix = os.fsencode(real).rstrip(b"/")
-        self._beneath = self._prefix + b"/"  # b"/" when the root is "/" itself.
         self._flags = _PATH_FLAGS if follow_symlinks else _PATH_FLAGS | os.O_NOFOLLOW
+        self._fd = -1
+        self._identity: tuple[int, int] = (0, 0)
+        self.path = ""
+        self._prefix = b""
+        self._beneath = b"/"
+        self._resolve()
+
+    def _resolve(self) -> bool:
+        """Hold the directory the root path names now; returns whether that changed.
+
+        Raises:
+            OSError: The root path cannot be opened as a directory.
+        """
+        fd = os.open(self.configured, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            real = os.readlink(b"/proc/self/fd/%d" % fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        identity = (info.st_dev, info.st_ino)
+        if identity == self._identity and real.rstrip(b"/") == self._prefix:
+            os.close(fd)
+            return False
+        old, self._fd = self._fd, fd
+        self._identity = identity
+        self.path = os.fsdecode(real)
+        self._prefix = real.rstrip(b"/")
+        self._beneath = self._prefix + b"/"  # b"/" when the root is "/" itself.
+        if old >= 0:
+            os.close(old)
+        return True
+
+    def check(self) -> bool:
+        """Follow the root path to what it names now, if that changed.
+
+        Costs a ``stat`` of the root path and a ``readlink`` of the held descriptor. When the
+        root path names another directory (the ``current`` symlink was switched) or the
+        directory moved, the new one is held from now on; a root path that is missing or not
+        a directory (mid-switch) leaves the old one in place.
+
+        Returns:
+            Whether the root changed: whatever was opened or cached under it is stale.
+        """
+        try:
+            info = os.stat(self.configured)
+            real = os.readlink(b"/proc/self/fd/%d" % self._fd)
+        except OSError:
+            return False
+        if (info.st_dev, info.st_ino) == self._identity and real.rstrip(b"/") == self._prefix:
+            return False
+        try:
+            return self._resolve()
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """Close the root's descriptor."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def path_of(self, segments: Sequence[str]) -> bytes:
-        """The absolute path that ``segments`` name, before any symlink is resolved.
+        """The absolute path that ``segments`` name under the root's real path, before any
+        symlink below it is resolved.
 
         Raises:
             Refused: 404 for an unsafe segment.
         """
         return b"/".join((self._prefix, *map(_encode, segments))) or b"/"
+
+    def _relative(self, segments: Sequence[str]) -> bytes:
+        return b"/".join(map(_encode, segments)) or b"."
 
     def open(self, segments: Sequence[str]) -> Opened:
         """Open the file or directory at ``segments`` under the root.
@@ -178,7 +269,7 @@ class Root:
         """
         wanted = self.path_of(segments)
         try:
-            handle = os.open(wanted, self._flags)
+            handle = os.open(self._relative(segments), self._flags, dir_fd=self._fd)
         except OSError as exc:
             raise self._refuse_failed(segments, exc) from None
         try:
@@ -247,7 +338,9 @@ class Root:
             while low < high:
                 wanted = self.path_of(segments[:middle])
                 try:
-                    handle = os.open(wanted, self._flags)
+                    handle = os.open(
+                        self._relative(segments[:middle]), self._flags, dir_fd=self._fd
+                    )
                 except OSError:
                     high = middle - 1
                 else:

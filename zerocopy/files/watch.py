@@ -45,6 +45,7 @@ IGNORED: Final = flags.IGNORED
 # Only directories, and a final symlink is not followed: a watch never lands outside the path
 # it was asked for.
 _ADD_FLAGS: Final = DIRECTORY_EVENTS | flags.ONLYDIR | flags.DONT_FOLLOW
+_ROOT_FLAGS: Final = DIRECTORY_EVENTS | flags.ONLYDIR
 
 
 class Watcher:
@@ -69,6 +70,15 @@ class Watcher:
                 watches: ``/proc/sys/fs/inotify/max_user_watches``).
         """
         return int(self._inotify.add_watch(path, _ADD_FLAGS))
+
+    def add_root(self, path: bytes) -> int:
+        """Watch a directory on the root path, following symlinks to it (the kernel follows
+        them when it resolves the root path too); return its watch descriptor.
+
+        Raises:
+            OSError: As :meth:`add`.
+        """
+        return int(self._inotify.add_watch(path, _ROOT_FLAGS))
 
     def remove(self, wd: int) -> None:
         """Stop watching; a descriptor the kernel already dropped is ignored."""

@@ -241,6 +241,7 @@ class Server:
             self._close_listeners()
             self._state.strategy.close()
             self._state.files.close()
+            self._state.root.close()
             self._closed.set()
 
     def _close_listeners(self) -> None:
