@@ -14,6 +14,8 @@ import pytest
 
 from zerocopy import __version__
 from zerocopy.cli import build_parser
+from zerocopy.http import Limits
+from zerocopy.server import ServerConfig
 
 ZEROCOPY = [sys.executable, "-m", "zerocopy"]
 
@@ -110,3 +112,22 @@ def test_port_in_use(tmp_path: Path) -> None:
 def test_unknown_strategy(tmp_path: Path) -> None:
     line = _run_expecting_error(str(tmp_path), "--strategy", "teleport")
     assert "teleport" in line
+
+
+def test_flag_defaults_are_the_config_defaults() -> None:
+    args = build_parser().parse_args(["serve"])
+    config = ServerConfig(root=".")
+    assert args.bind == config.bind
+    assert args.port == config.port
+    assert args.strategy == config.strategy
+    assert args.listing == config.listing
+    assert args.follow_symlinks == config.follow_symlinks
+    for name in ["head_timeout", "idle_timeout", "send_timeout", "shutdown_grace"]:
+        assert getattr(args, name) == getattr(config, name), name
+    for name in ["max_connections", "offload_threads", "open_file_cache"]:
+        assert getattr(args, name) == getattr(config, name), name
+    limits = Limits()
+    assert args.max_head_size == limits.max_head_size
+    assert args.max_headers == limits.max_header_count
+    assert args.max_target_length == limits.max_target_length
+    assert args.max_ranges == limits.max_ranges

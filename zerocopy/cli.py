@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from zerocopy import __version__
 from zerocopy.http import Limits
-from zerocopy.server import (
-    Server,
-    ServerConfig,
-    default_max_connections,
-    default_open_file_cache,
-)
-from zerocopy.transfer import DEFAULT_THREADS, STRATEGIES
+from zerocopy.server import Server, ServerConfig
+from zerocopy.transfer import STRATEGIES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from _typeshed import DataclassInstance
 
 __all__ = ["build_parser", "main"]
 
@@ -59,6 +57,18 @@ def _count(text: str) -> int:
     return value
 
 
+def _default(cls: type[DataclassInstance], name: str) -> Any:
+    """The default of dataclass field ``name``: ``ServerConfig`` and ``Limits`` hold each
+    default once, and the flags show them."""
+    for spec in dataclasses.fields(cls):
+        if spec.name == name:
+            if spec.default is not dataclasses.MISSING:
+                return spec.default
+            if spec.default_factory is not dataclasses.MISSING:
+                return spec.default_factory()
+    raise LookupError(f"{cls.__name__}.{name} has no default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, for ``main`` and for documentation tests."""
     parser = _Parser(
@@ -77,17 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("dir", nargs="?", default=".", help="directory to serve")
     serve.add_argument(
         "--bind",
-        default="127.0.0.1",
+        default=_default(ServerConfig, "bind"),
         metavar="ADDR",
         help="address to listen on (0.0.0.0 or :: for all)",
     )
     serve.add_argument(
-        "--port", type=int, default=8000, metavar="N", help="TCP port (0 picks a free one)"
+        "--port",
+        type=int,
+        default=_default(ServerConfig, "port"),
+        metavar="N",
+        help="TCP port (0 picks a free one)",
     )
     serve.add_argument(
         "--strategy",
         choices=list(STRATEGIES),
-        default="auto",
+        default=_default(ServerConfig, "strategy"),
         help="how file bodies are sent: sendfile, splice (file->pipe->socket), readwrite "
         "(pread+send), or auto (the one measured cheapest under load: sendfile); "
         "sendfile and splice fall back to readwrite where the file system cannot do them",
@@ -123,13 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-timeout",
         type=_positive,
         metavar="SECONDS",
-        default=10.0,
+        default=_default(ServerConfig, "head_timeout"),
         help="to receive a whole request head, counted from its first byte",
     )
     timeouts.add_argument(
         "--idle-timeout",
         type=_positive,
-        default=15.0,
+        default=_default(ServerConfig, "idle_timeout"),
         metavar="SECONDS",
         help="keep-alive wait for the next request",
     )
@@ -137,29 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--send-timeout",
         type=_positive,
         metavar="SECONDS",
-        default=30.0,
+        default=_default(ServerConfig, "send_timeout"),
         help="without the client accepting a byte, before the connection is dropped",
     )
     timeouts.add_argument(
         "--shutdown-grace",
         type=_positive,
         metavar="SECONDS",
-        default=10.0,
+        default=_default(ServerConfig, "shutdown_grace"),
         help="for in-flight responses to finish after SIGTERM/SIGINT",
     )
-    defaults = Limits()
     limits = serve.add_argument_group("limits")
     limits.add_argument(
         "--max-connections",
         type=_count,
         metavar="N",
-        default=default_max_connections(),
+        default=_default(ServerConfig, "max_connections"),
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
     )
     limits.add_argument(
         "--offload-threads",
         type=int,
-        default=DEFAULT_THREADS,
+        default=_default(ServerConfig, "offload_threads"),
         metavar="N",
         help="worker threads for file reads that would block on the disk (0: read on the "
         "event loop, which then stalls every connection on a cold page cache)",
@@ -167,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--open-file-cache",
         type=int,
-        default=default_open_file_cache(),
+        default=_default(ServerConfig, "open_file_cache"),
         metavar="N",
         help="file descriptors kept open for reuse, revalidated by stat on every hit (0: off)",
     )
@@ -175,28 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-head-size",
         type=_count,
         metavar="N",
-        default=defaults.max_head_size,
+        default=_default(Limits, "max_head_size"),
         help="bytes in a request head (431 past it)",
     )
     limits.add_argument(
         "--max-headers",
         type=_count,
         metavar="N",
-        default=defaults.max_header_count,
+        default=_default(Limits, "max_header_count"),
         help="header fields in a request (431 past it)",
     )
     limits.add_argument(
         "--max-target-length",
         type=_count,
         metavar="N",
-        default=defaults.max_target_length,
+        default=_default(Limits, "max_target_length"),
         help="bytes in a request-target (414 past it)",
     )
     limits.add_argument(
         "--max-ranges",
         type=_count,
         metavar="N",
-        default=defaults.max_ranges,
+        default=_default(Limits, "max_ranges"),
         help="ranges in one Range header; past it the whole file is sent",
     )
     return parser
