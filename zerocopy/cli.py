@@ -123,8 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="serve Prometheus metrics at /metrics on this port (needs zerocopy[metrics]; "
-        "off by default)",
+        help="serve Prometheus metrics at /metrics and a health check at /-/health on this "
+        "port (needs zerocopy[metrics]; off by default)",
+    )
+    serve.add_argument(
+        "--metrics-bind",
+        default=_default(ServerConfig, "metrics_bind"),
+        metavar="ADDR",
+        help="address of the metrics port (loopback by default, whatever --bind says)",
     )
     serve.add_argument(
         "--log-level",
@@ -225,8 +231,7 @@ async def _run(server: Server) -> None:
         urls = ", ".join(_url(host, port) for host, port in server.addresses)
         metrics = ""
         if server.metrics_port is not None:
-            host = server.addresses[0][0]
-            metrics = f"; metrics on {_url(host, server.metrics_port)}metrics"
+            metrics = f"; metrics on {_url(server.config.metrics_bind, server.metrics_port)}metrics"
         print(
             f"zerocopy {__version__}: serving {server.root} on {urls} "
             f"(strategy {server.config.strategy}){metrics}",
@@ -288,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connections=args.max_connections,
         access_log=args.access_log,
         metrics_port=args.metrics_port,
+        metrics_bind=args.metrics_bind,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
     )

@@ -58,12 +58,16 @@ class ServerConfig:
         max_connections: Concurrent connections; past it, accept waits.
         access_log: Log one line per response (Common Log Format) to the
             ``zerocopy.access`` logger.
-        metrics_port: Serve Prometheus metrics on this port (on ``bind``); ``None``: off.
+        metrics_port: Serve Prometheus metrics and ``/-/health`` on this port (on
+            ``metrics_bind``); ``None``: off.
         open_file_cache: Most file descriptors kept open for reuse (0: off); see
             ``zerocopy.files.cache``.
         offload_threads: Worker threads for file chunks that are not in the page cache
             (0: read on the event loop, which then blocks on the disk); see
             ``zerocopy.transfer.offload``.
+        metrics_bind: Address of the metrics port: loopback unless told otherwise, since
+            the counters describe traffic and the port needs no exposure to be scraped
+            locally.
     """
 
     root: str
@@ -82,3 +86,4 @@ class ServerConfig:
     metrics_port: int | None = None
     open_file_cache: int = field(default_factory=default_open_file_cache)
     offload_threads: int = DEFAULT_THREADS
+    metrics_bind: str = "127.0.0.1"
