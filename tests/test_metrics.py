@@ -136,12 +136,11 @@ async def test_health_is_ok_while_accepting_and_503_while_shutting_down(
     assert server.metrics_port is not None
     assert await _scrape(server.metrics_port, "/-/health") == (200, "ok\n")
     # A download that the client does not read keeps the server in its grace period.
-    slow = socket.socket()
+    slow = trio.socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    slow.connect(("127.0.0.1", server.port))
-    slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-    while server.statistics().transfer.body_bytes == 0:
-        await trio.sleep(0.01)
+    await slow.connect(("127.0.0.1", server.port))
+    await slow.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (await slow.recv(100)).startswith(b"HTTP/1.1 200")
     server.shutdown()
     status, _ = await _scrape(server.metrics_port, "/-/health")
     assert status == 503
