@@ -13,6 +13,9 @@ from hypothesis import settings
 from tests.helpers import open_fd_count, random_file
 from zerocopy.server import Server, ServerConfig
 
+# Real zerocopy processes: the `procs` fixture, with its process-group check.
+pytest_plugins = ["tests.procs"]
+
 # CI runs more examples; a developer's `make test` keeps them moderate.
 settings.register_profile("ci", max_examples=10_000, deadline=None)
 settings.register_profile("dev", max_examples=300, deadline=None)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from zerocopy import __version__
+from zerocopy.config_file import ConfigError, dump, load, toml_types
 from zerocopy.http import Limits
-from zerocopy.server import Server, ServerConfig
+from zerocopy.server import Server, ServerConfig, systemd
+from zerocopy.server.supervisor import Supervisor, SupervisorConfig
 from zerocopy.transfer import STRATEGIES
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Sequence
 
     from _typeshed import DataclassInstance
@@ -43,6 +48,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+@toml_types(int, float)
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -50,10 +56,42 @@ def _positive(text: str) -> float:
     return value
 
 
+@toml_types(int)
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+@toml_types(int)
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return value
+
+
+@toml_types(int, str)
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
+
+
+def resolve_workers(value: int | str) -> int:
+    """``--workers``: a number, or ``auto`` for the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if value == "auto" else int(value)
+
+
+@toml_types(int)
+def _count_or_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
     return value
 
 
@@ -81,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a directory over HTTP/1.1",
         description="Serve DIR over HTTP/1.1. Ctrl-C or SIGTERM stops gracefully; a second "
-        "signal stops at once.",
+        "signal stops at once. With --workers N > 1 a supervisor runs N worker processes: "
+        "SIGHUP reloads (new workers, then the old ones drain; --config is read again), "
+        "SIGUSR1 reopens log files, and a worker that dies is restarted. Started by systemd "
+        "socket activation (LISTEN_FDS), it serves on the sockets it was given; with "
+        "NOTIFY_SOCKET set it reports READY=1, RELOADING=1 and STOPPING=1.",
         formatter_class=_Help,
     )
     serve.add_argument("dir", nargs="?", default=".", help="directory to serve")
@@ -93,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=_default(ServerConfig, "port"),
         metavar="N",
         help="TCP port (0 picks a free one)",
@@ -120,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         default=None,
         metavar="N",
         help="serve Prometheus metrics at /metrics and a health check at /-/health on this "
@@ -177,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--offload-threads",
-        type=int,
+        type=_count_or_zero,
         default=_default(ServerConfig, "offload_threads"),
         metavar="N",
         help="worker threads for file reads that would block on the disk (0: read on the "
@@ -185,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--open-file-cache",
-        type=int,
+        type=_count_or_zero,
         default=_default(ServerConfig, "open_file_cache"),
         metavar="N",
         help="file descriptors kept open for reuse, revalidated by stat on every hit (0: off)",
@@ -218,6 +260,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=_default(Limits, "max_ranges"),
         help="ranges in one Range header; past it the whole file is sent",
     )
+    processes = serve.add_argument_group("processes")
+    processes.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="worker processes (auto: one per CPU this process may use). 1 is a single "
+        "process with no supervisor; more start a supervisor that restarts them, reloads on "
+        "SIGHUP and sums their metrics",
+    )
+    processes.add_argument(
+        "--cpu-affinity",
+        action="store_true",
+        help="pin worker i to the i-th CPU of the affinity mask (default: let the kernel "
+        "schedule them)",
+    )
+    configuration = serve.add_argument_group("configuration")
+    configuration.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from a TOML file whose keys are the long flag names (dir = "
+        '"/srv", port = 8080, no-listing = true); flags on the command line override it, and '
+        "SIGHUP reads it again",
+    )
+    configuration.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML (a valid --config file) and exit",
+    )
     return parser
 
 
@@ -225,55 +296,30 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-async def _run(server: Server) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        # Announce only now: from here on, a signal means a graceful shutdown.
-        urls = ", ".join(_url(host, port) for host, port in server.addresses)
-        metrics = ""
-        if server.metrics_port is not None:
-            metrics = f"; metrics on {_url(server.config.metrics_bind, server.metrics_port)}metrics"
-        print(
-            f"zerocopy {__version__}: serving {server.root} on {urls} "
-            f"(strategy {server.config.strategy}){metrics}",
-            flush=True,
-        )
-        async with trio.open_nursery() as nursery:
-
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    if server.shutting_down:
-                        logger.warning("%s again: stopping now", signal.Signals(signum).name)
-                    else:
-                        logger.info(
-                            "%s: finishing in-flight responses (up to %g s); "
-                            "send it again to stop now",
-                            signal.Signals(signum).name,
-                            server.config.shutdown_grace,
-                        )
-                    server.shutdown()
-
-            nursery.start_soon(watch_signals)
-            await server.serve()
-            nursery.cancel_scope.cancel()
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise LookupError("no serve command")  # pragma: no cover
 
 
-def _fail(message: str) -> int:
-    print(f"zerocopy: error: {message}", file=sys.stderr)
-    return 2
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line, with the ``--config`` file's values as defaults.
+
+    Raises:
+        ConfigError: The configuration file is unreadable or wrong.
+        SystemExit: A usage error (argparse prints it, status 2), or --help.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.config is not None:
+        _serve_parser(parser).set_defaults(**load(args.config, _serve_parser(parser)))
+        args = parser.parse_args(argv)
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command != "serve":
-        build_parser().print_help(sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    config = ServerConfig(
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
         root=args.dir,
         bind=args.bind,
         port=args.port,
@@ -293,20 +339,164 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connections=args.max_connections,
         access_log=args.access_log,
         metrics_port=args.metrics_port,
-        metrics_bind=args.metrics_bind,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
+        metrics_bind=args.metrics_bind,
+    )
+
+
+def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
+    return SupervisorConfig(
+        server=_server_config(args),
+        workers=resolve_workers(args.workers),
+        cpu_affinity=args.cpu_affinity,
+        log_level=args.log_level,
+    )
+
+
+def _announce(
+    root: str,
+    addresses: Sequence[tuple[str, int]],
+    config: ServerConfig,
+    metrics_port: int | None,
+    extra: str = "",
+) -> None:
+    urls = ", ".join(_url(host, port) for host, port in addresses)
+    metrics = ""
+    if metrics_port is not None:
+        metrics = f"; metrics on {_url(config.metrics_bind, metrics_port)}metrics"
+    print(
+        f"zerocopy {__version__}: serving {root} on {urls} "
+        f"(strategy {config.strategy}{extra}){metrics}",
+        flush=True,
+    )
+
+
+async def _run(server: Server) -> None:
+    """The single-process server: today's path, with no supervisor."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            # Announce only now: from here on, a signal means a graceful shutdown.
+            _announce(server.root, server.addresses, server.config, server.metrics_port)
+            systemd.notify("READY=1")
+
+            async def watch_signals() -> None:
+                async for signum in received:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGUSR1:
+                        logger.info("SIGUSR1: reopening log files")
+                        server.reopen_logs()
+                        continue
+                    if signum == signal.SIGHUP:
+                        logger.warning(
+                            "SIGHUP: a reload needs --workers 2 or more (a supervisor); ignored"
+                        )
+                        continue
+                    if server.shutting_down:
+                        logger.warning("%s again: stopping now", name)
+                    else:
+                        logger.info(
+                            "%s: finishing in-flight responses (up to %g s); "
+                            "send it again to stop now",
+                            name,
+                            server.config.shutdown_grace,
+                        )
+                        systemd.notify("STOPPING=1")
+                    server.shutdown()
+
+            nursery.start_soon(watch_signals)
+            await server.wait_closed()
+            nursery.cancel_scope.cancel()
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"zerocopy: error: {message}", file=sys.stderr)
+    return status
+
+
+def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
+    ports = f"port {config.port}" + (
+        f" or metrics port {config.metrics_port}" if config.metrics_port is not None else ""
+    )
+    return _fail(f"cannot listen on {config.bind} {ports}: {exc.strerror or exc}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.command != "serve":
+        build_parser().print_help(sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump(_serve_parser(build_parser()), args), end="")
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
-        server = Server(config)
+        inherited = systemd.listen_fds()
+    except ValueError as exc:
+        return _fail(str(exc))
+    if inherited:
+        logger.info("serving on %d sockets from systemd; --bind and --port ignored", len(inherited))
+    config = _server_config(args)
+    workers = resolve_workers(args.workers)
+    if workers == 1:
+        return _main_single(config, args.cpu_affinity, inherited)
+    return _main_supervised(_supervisor_config(args), argv, inherited)
+
+
+def _main_single(config: ServerConfig, pin: bool, inherited: list[socket.socket]) -> int:
+    if pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    try:
+        server = Server(config, sockets=inherited)
     except (OSError, RuntimeError) as exc:
         return _fail(str(exc))
     try:
         server.bind()
     except OSError as exc:
-        ports = f"port {args.port}" + (
-            f" or metrics port {args.metrics_port}" if args.metrics_port is not None else ""
-        )
-        return _fail(f"cannot listen on {args.bind} {ports}: {exc.strerror or exc}")
+        return _cannot_listen(config, exc)
     trio.run(_run, server)
     return 0
+
+
+def _main_supervised(
+    config: SupervisorConfig, argv: Sequence[str] | None, inherited: list[socket.socket]
+) -> int:
+    def reload() -> SupervisorConfig:
+        # The same command line, with the --config file read again.
+        return _supervisor_config(parse_args(argv))
+
+    try:
+        supervisor = Supervisor(config, reload=reload, sockets=inherited)
+    except (OSError, RuntimeError) as exc:
+        return _fail(str(exc))
+    try:
+        supervisor.bind()
+    except OSError as exc:
+        return _cannot_listen(config.server, exc)
+
+    root = os.path.realpath(config.server.root)
+    source = ", sockets from systemd" if supervisor.inherited else ""
+
+    def announce() -> None:
+        _announce(
+            root,
+            supervisor.addresses,
+            config.server,
+            supervisor.metrics_port,
+            f", {config.workers} workers{source}",
+        )
+
+    status = trio.run(partial(supervisor.run, on_ready=announce))
+    if supervisor.failure:
+        return _fail(supervisor.failure, status)
+    return status
