@@ -27,6 +27,12 @@ print(",".join(loaded))
         ("zerocopy.files", ("trio", "zerocopy.http", "zerocopy.transfer", "zerocopy.server")),
         # Transfer strategies do not depend on HTTP, files or the server.
         ("zerocopy.transfer", ("zerocopy.http", "zerocopy.files", "zerocopy.server")),
+        # The server side, workers and supervisor included, never reaches up to the CLI.
+        ("zerocopy.server", ("zerocopy.cli", "zerocopy.config_file")),
+        ("zerocopy.server.supervisor", ("zerocopy.cli", "zerocopy.config_file")),
+        ("zerocopy.server.worker", ("zerocopy.cli", "zerocopy.config_file")),
+        # The configuration file belongs to the command line: argparse and tomllib only.
+        ("zerocopy.config_file", ("trio", "zerocopy.server", "zerocopy.http", "zerocopy.files")),
     ],
 )
 def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None:
