@@ -132,3 +132,12 @@ def test_every_flag_is_a_key() -> None:
     }
     flags.discard("metrics-port")  # unset by default
     assert keys == flags | {"dir"}
+
+
+def test_contrib_example_is_a_valid_config() -> None:
+    example = Path(__file__).parent.parent / "contrib" / "zerocopy.toml"
+    args = parse_args(["serve", "--config", str(example)])
+    assert args.dir == "/srv/www"
+    assert args.workers == "auto"
+    assert args.listing is False
+    assert args.metrics_port == 9100

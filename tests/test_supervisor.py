@@ -413,3 +413,16 @@ def test_cpu_affinity_pins_each_worker(procs: Start, www: Path) -> None:
     assert all(len(os.sched_getaffinity(pid)) == 1 for pid in workers)
     assert pinned == sorted(cpus[i % len(cpus)] for i in range(2))
     assert _stop(proc) == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed(procs: Start, www: Path) -> None:
+    proc, port, _, workers = _start(procs, www)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    # Orphaned workers see their control socket close and shut down by themselves.
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.05)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -473,7 +473,10 @@ def _main_supervised(
 ) -> int:
     def reload() -> SupervisorConfig:
         # The same command line, with the --config file read again.
-        return _supervisor_config(parse_args(argv))
+        try:
+            return _supervisor_config(parse_args(argv))
+        except SystemExit:
+            raise ConfigError("the configuration no longer parses (see above)") from None
 
     try:
         supervisor = Supervisor(config, reload=reload, sockets=inherited)

@@ -147,6 +147,15 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+def _count_exit(exits: deque[float]) -> int:
+    """Record an exit now; return how many fell within the last :data:`RESTART_WINDOW`."""
+    now = trio.current_time()
+    exits.append(now)
+    while exits[0] < now - RESTART_WINDOW:
+        exits.popleft()
+    return len(exits)
+
+
 @final
 class _Worker:
     """One worker process and its end of the control socket (owned; closed by :meth:`close`)."""
@@ -449,7 +458,25 @@ class Supervisor:
         """Keep worker ``index`` of ``generation`` running until the generation retires."""
         exits: deque[float] = deque()
         while not generation.retired:
-            worker = await self._spawn(generation, index)
+            try:
+                worker = await self._spawn(generation, index)
+            except OSError as exc:
+                # fork or exec failed (EAGAIN, ENOMEM, EMFILE ...): a start that failed.
+                worker = None
+                spawn_error = f"worker {index} could not be spawned: {exc}"
+            if worker is None:
+                if generation.retired or self._stopping:
+                    return
+                if not generation.settled.is_set():
+                    self._settle(generation, WorkerFailed(spawn_error))
+                    return
+                logger.error("%s", spawn_error)
+                if _count_exit(exits) > RESTART_LIMIT:
+                    self._fatal = WorkerFailed(spawn_error)
+                    self._commands.send_nowait("fatal")
+                    return
+                await trio.sleep(BACKOFF_MAX)
+                continue
             try:
                 message = None
                 with trio.move_on_after(START_TIMEOUT):
@@ -494,11 +521,7 @@ class Supervisor:
                     describe_exit(worker.process.returncode),
                 )
                 return
-            now = trio.current_time()
-            exits.append(now)
-            while exits and exits[0] < now - RESTART_WINDOW:
-                exits.popleft()
-            if len(exits) > RESTART_LIMIT:
+            if _count_exit(exits) > RESTART_LIMIT:
                 self._fatal = WorkerFailed(
                     f"worker {index} exited {len(exits)} times within {RESTART_WINDOW:g} s "
                     f"(last: {describe_exit(worker.process.returncode)}): crash loop"
