@@ -3,6 +3,7 @@ unix datagram socket standing in for the service manager."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -60,12 +61,19 @@ def test_socket_activation(procs: Start, www: Path, workers: str) -> None:
         assert "sockets from systemd" in line.string
         kids = proc.wait_children(2)
         # Both workers serve on the one inherited socket.
+        inode = os.readlink(f"/proc/{proc.pid}/fd/3")
         for pid in kids:
-            targets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-            inode = os.readlink(f"/proc/{proc.pid}/fd/3")
-            assert inode in targets
+            assert inode in _fd_targets(pid)
     proc.signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def _fd_targets(pid: int) -> set[str]:
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # a connection closed meanwhile
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets
 
 
 class Notifications:

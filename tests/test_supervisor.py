@@ -100,7 +100,7 @@ class Load:
             try:
                 status, _ = get(self.port, self.path)
                 self._count(None if status == 200 else f"status {status}")
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self._count(f"fresh: {exc!r}")
 
     def _kept(self) -> None:
@@ -139,6 +139,18 @@ class Load:
         while self.ok < start + count:
             assert time.monotonic() < deadline, f"load stalled at {self.ok}: {self.failures[:5]}"
             time.sleep(0.01)
+
+
+def _wait_samples(
+    port: int, ready: Callable[[dict[tuple[str, tuple[tuple[str, str], ...]], float]], bool]
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape until ``ready`` holds: a worker counts a response just after its last byte has
+    gone, so a client can have it a moment before the counter does."""
+    deadline = time.monotonic() + 10
+    while not ready(samples := _samples(port)):
+        assert time.monotonic() < deadline, samples
+        time.sleep(0.05)
+    return samples
 
 
 def _start(procs: Start, www: Path, *flags: str) -> tuple[Proc, int, int | None, list[int]]:
@@ -181,7 +193,8 @@ def test_two_workers_share_fifty_connections(procs: Start, www: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert not errors
-    samples = _samples(metrics)
+    ok = ("zerocopy_responses_total", (("status", "200"),))
+    samples = _wait_samples(metrics, lambda samples: samples.get(ok) == 200)
     per_worker = {
         worker: samples[
             ("zerocopy_worker_responses_total", (("status", "200"), ("worker", worker)))
@@ -255,10 +268,10 @@ def test_sighup_reload_loses_no_request(procs: Start, www: Path) -> None:
     # Every reload replaced both workers.
     pids = [pid for generation in generations for pid in generation]
     assert len(set(pids)) == len(pids) == 8
-    samples = _samples(metrics)
-    assert samples[("zerocopy_supervisor_reloads_total", ())] == 3
     # Counters never go backwards: the sum keeps what replaced workers served.
-    assert samples[("zerocopy_responses_total", (("status", "200"),))] >= load.ok
+    ok = ("zerocopy_responses_total", (("status", "200"),))
+    samples = _wait_samples(metrics, lambda samples: samples.get(ok, 0) >= load.ok)
+    assert samples[("zerocopy_supervisor_reloads_total", ())] == 3
     assert _stop(proc) == 0
 
 
