@@ -33,7 +33,6 @@ __all__ = [
     "Slots",
     "bind_siblings",
     "bind_sockets",
-    "open_listeners",
 ]
 
 # Accept errors, reviewed against trio's src/trio/_highlevel_socket.py (its "Accept error
@@ -257,12 +256,3 @@ def _bind_all(
             sock.close()
         raise
     return sockets
-
-
-def open_listeners(bind: str, port: int, slots: Slots) -> list[RawListener]:
-    """Bind and listen on every address that ``bind`` resolves to.
-
-    Raises:
-        OSError: The address cannot be resolved or bound (EADDRINUSE, EACCES, ...).
-    """
-    return [RawListener(sock, slots) for sock in bind_sockets(bind, port)]
