@@ -13,6 +13,9 @@ from hypothesis import settings
 from tests.helpers import open_fd_count, random_file
 from zerocopy.server import Server, ServerConfig
 
+# Real zerocopy processes: the `procs` fixture, with its process-group check.
+pytest_plugins = ["tests.procs"]
+
 # CI runs more examples; a developer's `make test` keeps them moderate. The profile decides for
 # every property test (none sets its own max_examples). HYPOTHESIS_PROFILE names it (.ci/run
 # sets "ci"); without it, CI=true selects "ci" and anything else "dev". An unknown name fails.

@@ -40,6 +40,12 @@ print(",".join(loaded))
                 "zerocopy.cli",
             ),
         ),
+        # The server side, workers and supervisor included, never reaches up to the CLI.
+        ("zerocopy.server", ("zerocopy.cli", "zerocopy.config_file")),
+        ("zerocopy.server.supervisor", ("zerocopy.cli", "zerocopy.config_file")),
+        ("zerocopy.server.worker", ("zerocopy.cli", "zerocopy.config_file")),
+        # The configuration file belongs to the command line: argparse and tomllib only.
+        ("zerocopy.config_file", ("trio", "zerocopy.server", "zerocopy.http", "zerocopy.files")),
     ],
 )
 def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None:

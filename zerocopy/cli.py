@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import re
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
 from zerocopy import __version__
+from zerocopy.config_file import ConfigError, dump, load, toml_types
 from zerocopy.http import Limits
-from zerocopy.server import (
-    Server,
-    ServerConfig,
+from zerocopy.server import Server, ServerConfig, systemd
+from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
+    raise_descriptor_limit,
 )
-from zerocopy.transfer import DEFAULT_THREADS, STRATEGIES
+from zerocopy.server.supervisor import Supervisor, SupervisorConfig
+from zerocopy.transfer import STRATEGIES
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Sequence
+
+    from _typeshed import DataclassInstance
 
 __all__ = ["build_parser", "main"]
 
@@ -45,6 +54,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+@toml_types(int, float)
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -52,11 +62,69 @@ def _positive(text: str) -> float:
     return value
 
 
+@toml_types(int)
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
+
+
+@toml_types(int)
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return value
+
+
+@toml_types(int, str)
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
+
+
+_SIZE: Final = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+
+
+@toml_types(int, str)
+def _size(text: str) -> int:
+    """A byte count: ``65536``, ``64KiB``, ``32M`` (binary units)."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 65536, 64KiB, 32MiB): {text}")
+    number, unit = match.group(1, 2)
+    scale: int = 1024 ** " kmg".index(unit.lower() or " ")
+    return int(number) * scale
+
+
+def resolve_workers(value: int | str) -> int:
+    """``--workers``: a number, or ``auto`` for the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if value == "auto" else int(value)
+
+
+@toml_types(int)
+def _count_or_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _default(cls: type[DataclassInstance], name: str) -> Any:
+    """The default of dataclass field ``name``: ``ServerConfig`` and ``Limits`` hold each
+    default once, and the flags show them."""
+    for spec in dataclasses.fields(cls):
+        if spec.name == name:
+            if spec.default is not dataclasses.MISSING:
+                return spec.default
+            if spec.default_factory is not dataclasses.MISSING:
+                return spec.default_factory()
+    raise LookupError(f"{cls.__name__}.{name} has no default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,23 +139,31 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a directory over HTTP/1.1",
         description="Serve DIR over HTTP/1.1. Ctrl-C or SIGTERM stops gracefully; a second "
-        "signal stops at once.",
+        "signal stops at once. With --workers N > 1 a supervisor runs N worker processes: "
+        "SIGHUP reloads (new workers, then the old ones drain; --config is read again), "
+        "SIGUSR1 reopens log files, and a worker that dies is restarted. Started by systemd "
+        "socket activation (LISTEN_FDS), it serves on the sockets it was given; with "
+        "NOTIFY_SOCKET set it reports READY=1, RELOADING=1 and STOPPING=1.",
         formatter_class=_Help,
     )
     serve.add_argument("dir", nargs="?", default=".", help="directory to serve")
     serve.add_argument(
         "--bind",
-        default="127.0.0.1",
+        default=_default(ServerConfig, "bind"),
         metavar="ADDR",
         help="address to listen on (0.0.0.0 or :: for all)",
     )
     serve.add_argument(
-        "--port", type=int, default=8000, metavar="N", help="TCP port (0 picks a free one)"
+        "--port",
+        type=_port,
+        default=_default(ServerConfig, "port"),
+        metavar="N",
+        help="TCP port (0 picks a free one)",
     )
     serve.add_argument(
         "--strategy",
         choices=list(STRATEGIES),
-        default="auto",
+        default=_default(ServerConfig, "strategy"),
         help="how file bodies are sent: sendfile, splice (file->pipe->socket), readwrite "
         "(pread+send), or auto (the one measured cheapest under load: sendfile); "
         "sendfile and splice fall back to readwrite where the file system cannot do them",
@@ -106,11 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         default=None,
         metavar="N",
-        help="serve Prometheus metrics at /metrics on this port (needs zerocopy[metrics]; "
-        "off by default)",
+        help="serve Prometheus metrics at /metrics and a health check at /-/health on this "
+        "port (needs zerocopy[metrics]; off by default)",
+    )
+    serve.add_argument(
+        "--metrics-bind",
+        default=_default(ServerConfig, "metrics_bind"),
+        metavar="ADDR",
+        help="address of the metrics port (loopback by default, whatever --bind says)",
     )
     serve.add_argument(
         "--log-level",
@@ -123,13 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-timeout",
         type=_positive,
         metavar="SECONDS",
-        default=10.0,
+        default=_default(ServerConfig, "head_timeout"),
         help="to receive a whole request head, counted from its first byte",
     )
     timeouts.add_argument(
         "--idle-timeout",
         type=_positive,
-        default=15.0,
+        default=_default(ServerConfig, "idle_timeout"),
         metavar="SECONDS",
         help="keep-alive wait for the next request",
     )
@@ -137,67 +219,119 @@ def build_parser() -> argparse.ArgumentParser:
         "--send-timeout",
         type=_positive,
         metavar="SECONDS",
-        default=30.0,
+        default=_default(ServerConfig, "send_timeout"),
         help="without the client accepting a byte, before the connection is dropped",
     )
     timeouts.add_argument(
         "--shutdown-grace",
         type=_positive,
         metavar="SECONDS",
-        default=10.0,
+        default=_default(ServerConfig, "shutdown_grace"),
         help="for in-flight responses to finish after SIGTERM/SIGINT",
     )
-    defaults = Limits()
     limits = serve.add_argument_group("limits")
     limits.add_argument(
         "--max-connections",
         type=_count,
         metavar="N",
-        default=default_max_connections(),
+        default=_default(ServerConfig, "max_connections"),
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
     )
     limits.add_argument(
         "--offload-threads",
-        type=int,
-        default=DEFAULT_THREADS,
+        type=_count_or_zero,
+        default=_default(ServerConfig, "offload_threads"),
         metavar="N",
         help="worker threads for file reads that would block on the disk (0: read on the "
         "event loop, which then stalls every connection on a cold page cache)",
     )
     limits.add_argument(
         "--open-file-cache",
-        type=int,
-        default=default_open_file_cache(),
+        type=_count_or_zero,
+        default=_default(ServerConfig, "open_file_cache"),
         metavar="N",
-        help="file descriptors kept open for reuse, revalidated by stat on every hit (0: off)",
+        help="files kept open for reuse (0: off; default: a quarter of RLIMIT_NOFILE, at "
+        "most 16384)",
+    )
+    limits.add_argument(
+        "--open-file-cache-revalidate",
+        choices=["inotify", "always"],
+        default=_default(ServerConfig, "open_file_cache_revalidate"),
+        help="how a cached file is known unchanged: inotify (the kernel reports every "
+        "change; one ioctl per hit) or always (stat and readlink on every hit, for network "
+        "file systems whose changes inotify cannot see)",
+    )
+    limits.add_argument(
+        "--memory-cache",
+        type=_size,
+        default=_default(ServerConfig, "memory_cache"),
+        metavar="BYTES",
+        help="bytes of small files the open-file cache keeps in memory, for auto to send "
+        "them in one send (0: none)",
+    )
+    limits.add_argument(
+        "--auto-threshold",
+        type=_size,
+        default=_default(ServerConfig, "auto_threshold"),
+        metavar="BYTES",
+        help="largest file auto sends from memory; larger ones go by sendfile",
     )
     limits.add_argument(
         "--max-head-size",
         type=_count,
         metavar="N",
-        default=defaults.max_head_size,
+        default=_default(Limits, "max_head_size"),
         help="bytes in a request head (431 past it)",
     )
     limits.add_argument(
         "--max-headers",
         type=_count,
         metavar="N",
-        default=defaults.max_header_count,
+        default=_default(Limits, "max_header_count"),
         help="header fields in a request (431 past it)",
     )
     limits.add_argument(
         "--max-target-length",
         type=_count,
         metavar="N",
-        default=defaults.max_target_length,
+        default=_default(Limits, "max_target_length"),
         help="bytes in a request-target (414 past it)",
     )
     limits.add_argument(
         "--max-ranges",
         type=_count,
         metavar="N",
-        default=defaults.max_ranges,
+        default=_default(Limits, "max_ranges"),
         help="ranges in one Range header; past it the whole file is sent",
+    )
+    processes = serve.add_argument_group("processes")
+    processes.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="worker processes (auto: one per CPU this process may use). 1 is a single "
+        "process with no supervisor; more start a supervisor that restarts them, reloads on "
+        "SIGHUP and sums their metrics",
+    )
+    processes.add_argument(
+        "--cpu-affinity",
+        action="store_true",
+        help="pin worker i to the i-th CPU of the affinity mask (default: let the kernel "
+        "schedule them)",
+    )
+    configuration = serve.add_argument_group("configuration")
+    configuration.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from a TOML file whose keys are the long flag names (dir = "
+        '"/srv", port = 8080, no-listing = true); flags on the command line override it, and '
+        "SIGHUP reads it again",
+    )
+    configuration.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML (a valid --config file) and exit",
     )
     return parser
 
@@ -206,56 +340,37 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-async def _run(server: Server) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        # Announce only now: from here on, a signal means a graceful shutdown.
-        urls = ", ".join(_url(host, port) for host, port in server.addresses)
-        metrics = ""
-        if server.metrics_port is not None:
-            host = server.addresses[0][0]
-            metrics = f"; metrics on {_url(host, server.metrics_port)}metrics"
-        print(
-            f"zerocopy {__version__}: serving {server.root} on {urls} "
-            f"(strategy {server.config.strategy}){metrics}",
-            flush=True,
-        )
-        async with trio.open_nursery() as nursery:
-
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    if server.shutting_down:
-                        logger.warning("%s again: stopping now", signal.Signals(signum).name)
-                    else:
-                        logger.info(
-                            "%s: finishing in-flight responses (up to %g s); "
-                            "send it again to stop now",
-                            signal.Signals(signum).name,
-                            server.config.shutdown_grace,
-                        )
-                    server.shutdown()
-
-            nursery.start_soon(watch_signals)
-            await server.serve()
-            nursery.cancel_scope.cancel()
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise LookupError("no serve command")  # pragma: no cover
 
 
-def _fail(message: str) -> int:
-    print(f"zerocopy: error: {message}", file=sys.stderr)
-    return 2
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line, with the ``--config`` file's values as defaults.
+
+    Raises:
+        ConfigError: The configuration file is unreadable or wrong.
+        SystemExit: A usage error (argparse prints it, status 2), or --help.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.config is not None:
+        _serve_parser(parser).set_defaults(**load(args.config, _serve_parser(parser)))
+        args = parser.parse_args(argv)
+    if args.command == "serve":
+        # Sized from the descriptor limit, once it is raised: print the values in effect.
+        raise_descriptor_limit()
+        if args.open_file_cache is None:
+            args.open_file_cache = default_open_file_cache()
+        if args.max_connections is None:
+            args.max_connections = default_max_connections(args.strategy, args.open_file_cache)
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command != "serve":
-        build_parser().print_help(sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    config = ServerConfig(
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
         root=args.dir,
         bind=args.bind,
         port=args.port,
@@ -277,17 +392,168 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
+        open_file_cache_revalidate=args.open_file_cache_revalidate,
+        memory_cache=args.memory_cache,
+        auto_threshold=args.auto_threshold,
+        metrics_bind=args.metrics_bind,
+    )
+
+
+def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
+    return SupervisorConfig(
+        server=_server_config(args),
+        workers=resolve_workers(args.workers),
+        cpu_affinity=args.cpu_affinity,
+        log_level=args.log_level,
+    )
+
+
+def _announce(
+    root: str,
+    addresses: Sequence[tuple[str, int]],
+    config: ServerConfig,
+    metrics_port: int | None,
+    extra: str = "",
+) -> None:
+    urls = ", ".join(_url(host, port) for host, port in addresses)
+    metrics = ""
+    if metrics_port is not None:
+        metrics = f"; metrics on {_url(config.metrics_bind, metrics_port)}metrics"
+    print(
+        f"zerocopy {__version__}: serving {root} on {urls} "
+        f"(strategy {config.strategy}{extra}){metrics}",
+        flush=True,
+    )
+
+
+async def _run(server: Server) -> None:
+    """The single-process server: today's path, with no supervisor."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            # Announce only now: from here on, a signal means a graceful shutdown.
+            _announce(server.root, server.addresses, server.config, server.metrics_port)
+            systemd.notify("READY=1")
+
+            async def watch_signals() -> None:
+                async for signum in received:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGUSR1:
+                        logger.info("SIGUSR1: reopening log files")
+                        server.reopen_logs()
+                        continue
+                    if signum == signal.SIGHUP:
+                        logger.warning(
+                            "SIGHUP: a reload needs --workers 2 or more (a supervisor); ignored"
+                        )
+                        continue
+                    if server.shutting_down:
+                        logger.warning("%s again: stopping now", name)
+                    else:
+                        logger.info(
+                            "%s: finishing in-flight responses (up to %g s); "
+                            "send it again to stop now",
+                            name,
+                            server.config.shutdown_grace,
+                        )
+                        systemd.notify("STOPPING=1")
+                    server.shutdown()
+
+            nursery.start_soon(watch_signals)
+            await server.wait_closed()
+            nursery.cancel_scope.cancel()
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"zerocopy: error: {message}", file=sys.stderr)
+    return status
+
+
+def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
+    ports = f"port {config.port}" + (
+        f" or metrics port {config.metrics_port}" if config.metrics_port is not None else ""
+    )
+    return _fail(f"cannot listen on {config.bind} {ports}: {exc.strerror or exc}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.command != "serve":
+        build_parser().print_help(sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump(_serve_parser(build_parser()), args), end="")
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
-        server = Server(config)
+        inherited = systemd.listen_fds()
+    except ValueError as exc:
+        return _fail(str(exc))
+    if inherited:
+        logger.info("serving on %d sockets from systemd; --bind and --port ignored", len(inherited))
+    config = _server_config(args)
+    workers = resolve_workers(args.workers)
+    if workers == 1:
+        return _main_single(config, args.cpu_affinity, inherited)
+    return _main_supervised(_supervisor_config(args), argv, inherited)
+
+
+def _main_single(config: ServerConfig, pin: bool, inherited: list[socket.socket]) -> int:
+    if pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    try:
+        server = Server(config, sockets=inherited)
     except (OSError, RuntimeError) as exc:
         return _fail(str(exc))
     try:
         server.bind()
     except OSError as exc:
-        ports = f"port {args.port}" + (
-            f" or metrics port {args.metrics_port}" if args.metrics_port is not None else ""
-        )
-        return _fail(f"cannot listen on {args.bind} {ports}: {exc.strerror or exc}")
+        return _cannot_listen(config, exc)
     trio.run(_run, server)
     return 0
+
+
+def _main_supervised(
+    config: SupervisorConfig, argv: Sequence[str] | None, inherited: list[socket.socket]
+) -> int:
+    def reload() -> SupervisorConfig:
+        # The same command line, with the --config file read again.
+        try:
+            return _supervisor_config(parse_args(argv))
+        except SystemExit:
+            raise ConfigError("the configuration no longer parses (see above)") from None
+
+    try:
+        supervisor = Supervisor(config, reload=reload, sockets=inherited)
+    except (OSError, RuntimeError) as exc:
+        return _fail(str(exc))
+    try:
+        supervisor.bind()
+    except OSError as exc:
+        return _cannot_listen(config.server, exc)
+
+    root = os.path.realpath(config.server.root)
+    source = ", sockets from systemd" if supervisor.inherited else ""
+
+    def announce() -> None:
+        _announce(
+            root,
+            supervisor.addresses,
+            config.server,
+            supervisor.metrics_port,
+            f", {config.workers} workers{source}",
+        )
+
+    status = trio.run(partial(supervisor.run, on_ready=announce))
+    if supervisor.failure:
+        return _fail(supervisor.failure, status)
+    return status

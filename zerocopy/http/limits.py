@@ -24,8 +24,6 @@ class Limits:
         max_ranges: Most ranges in one Range header; past it the whole file is sent with 200.
             Apache's ``MaxRanges`` defaults to 200; we cap lower, since no real client asks for
             more than a few dozen (CVE-2011-3192 used over a thousand).
-        max_pipelined: Most parsed requests held ahead of their responses; past it the server
-            stops reading until it has answered some, so memory per connection stays bounded.
     """
 
     max_target_length: int = 8192
@@ -33,4 +31,3 @@ class Limits:
     max_head_size: int = 32 * 1024
     max_body_size: int = 1024 * 1024
     max_ranges: int = 64
-    max_pipelined: int = 16

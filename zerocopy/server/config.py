@@ -100,7 +100,8 @@ class ServerConfig:
             RLIMIT_NOFILE allows (:func:`default_max_connections`), computed at start.
         access_log: Log one line per response (Common Log Format) to the
             ``zerocopy.access`` logger.
-        metrics_port: Serve Prometheus metrics on this port (on ``bind``); ``None``: off.
+        metrics_port: Serve Prometheus metrics and ``/-/health`` on this port (on
+            ``metrics_bind``); ``None``: off.
         open_file_cache: Most file descriptors kept open for reuse (0: off); ``None``:
             :func:`default_open_file_cache`, computed at start. See ``zerocopy.files.cache``.
         open_file_cache_revalidate: ``inotify`` (the kernel reports changes, every hit costs
@@ -112,6 +113,9 @@ class ServerConfig:
         offload_threads: Worker threads for file chunks that are not in the page cache
             (0: read on the event loop, which then blocks on the disk); see
             ``zerocopy.transfer.offload``.
+        metrics_bind: Address of the metrics port: loopback unless told otherwise, since
+            the counters describe traffic and the port needs no exposure to be scraped
+            locally.
     """
 
     root: str
@@ -133,3 +137,4 @@ class ServerConfig:
     open_file_cache_revalidate: Literal["inotify", "always"] = "inotify"
     memory_cache: int = 32 * 1024 * 1024
     auto_threshold: int = AUTO_THRESHOLD
+    metrics_bind: str = "127.0.0.1"

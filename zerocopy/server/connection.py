@@ -11,9 +11,11 @@ Theory of operation:
   by the response (see ``sender.py``).
 * Deadlines are cancel scopes around the waits. The head deadline runs from a request's first
   byte (for the first request, from accept) and is not moved by later bytes, so a client that
-  trickles its head cannot keep the connection. Between requests the idle deadline applies,
-  and shutdown cancels idle waits at once. The send timeout lives in the transfer layer: it
-  bounds each wait for the socket to become writable, like nginx's ``send_timeout``.
+  trickles its head cannot keep the connection. Between requests the idle deadline applies;
+  on shutdown an idle connection gets ``IDLE_DRAIN`` seconds to send one last request (so a
+  request already on its way is answered, not cut off), then its wait is cancelled. The send
+  timeout lives in the transfer layer: it bounds each wait for the socket to become writable,
+  like nginx's ``send_timeout``.
 * A plain GET or HEAD of a cached file (``Responder.cached``) is answered from the head kept
   with the cache entry; everything else gets a plan from ``Responder.respond``.
 * Errors: before a response head goes out, every failure is an error plan (see
@@ -131,7 +133,7 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
                 data = now_data
             else:
                 idle = not parser.in_message
-                if idle and state.shutting_down:
+                if idle and state.drain_over:
                     return False
                 now = trio.current_time()
                 if head_started is not None:

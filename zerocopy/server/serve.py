@@ -3,16 +3,25 @@
 Structure (trio's ``serve_listeners`` with a handler nursery, as hypercorn does it)::
 
     serve()
+    ├── metrics nursery ── MetricsPort.serve (if --metrics-port): /metrics, /-/health
     └── handler nursery ── one task per connection (handle_connection)
         └── accept scope ── serve_listeners(...)  accept loops
 
 Shutdown, started by :meth:`Server.shutdown` (the CLI calls it on SIGTERM or SIGINT):
 
-1. the accept scope is cancelled and the listeners close: no new connections;
-2. connections waiting idle for their next request are cancelled at once; the rest finish
-   the response in flight, which says ``Connection: close``;
-3. after ``shutdown_grace`` seconds the handler nursery is cancelled, ending what is left;
-4. ``serve`` returns. A second :meth:`Server.shutdown` skips to step 3.
+1. the accept scope is cancelled and the listeners close: no new connections (a listening
+   socket that a supervisor or systemd also holds stays open there, and its backlog goes to
+   the processes that still accept); ``/-/health`` answers 503 from here on;
+2. one scheduler pass later, the server is marked as shutting down: every response from now
+   on says ``Connection: close``. (The pass lets connections that the last accepts handed out
+   start, so that they read their first request instead of being taken for idle ones.)
+3. connections waiting idle for their next request get :data:`IDLE_DRAIN` seconds to send one
+   (answered, with ``Connection: close``), then are closed; a client that keeps its connection
+   busy never sees it closed under a request it has already sent. The rest finish the response
+   in flight;
+4. ``shutdown_grace`` seconds after step 1 the handler nursery is cancelled, ending what is
+   left;
+5. ``serve`` returns. A second :meth:`Server.shutdown` skips to step 4.
 """
 
 from __future__ import annotations
@@ -21,9 +30,8 @@ import logging
 import mimetypes
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
@@ -35,14 +43,15 @@ from zerocopy.server.config import (
     raise_descriptor_limit,
 )
 from zerocopy.server.connection import handle_connection
-from zerocopy.server.listener import Connection, RawListener, open_listeners
-from zerocopy.server.metrics import check_available, serve_metrics_connection
+from zerocopy.server.listener import Connection, RawListener, bind_sockets
+from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
 from zerocopy.server.respond import Responder
 from zerocopy.server.sender import Sender
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    import socket
+    from collections.abc import Mapping, Sequence
 
     from zerocopy.server.config import ServerConfig
     from zerocopy.transfer import TransferStrategy
@@ -50,6 +59,14 @@ if TYPE_CHECKING:
 __all__ = ["Server", "ServerState", "ServerStatistics", "serve"]
 
 logger = logging.getLogger("zerocopy.server")
+
+IDLE_DRAIN: Final = 0.5
+"""Seconds an idle keep-alive connection gets, once shutdown starts, to send one more request.
+
+HTTP/1.1 has no way to tell a client "send nothing more" but closing, and a close that
+crosses a request in flight loses that request. Clients that keep a connection busy send
+their next request within microseconds of the last response; half a second covers them, and
+a reload or stop is not held up for longer than that by connections nobody uses."""
 
 
 @final
@@ -106,6 +123,9 @@ class ServerState:
         self.dates = DateCache()
         self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
         self.shutting_down = False
+        # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
+        # connection that goes idle closes at once instead of waiting for another request.
+        self.drain_over = False
         self.idle_scopes: set[trio.CancelScope] = set()
         self.connections_accepted = 0
         self.connections_open = 0
@@ -118,13 +138,17 @@ class Server:
 
     Args:
         config: What to serve, where, and how.
+        sockets: Listening sockets to serve on instead of binding ``config.bind`` and
+            ``config.port`` (from systemd socket activation, or a supervisor). The server owns
+            these descriptors and closes them when it stops.
 
     Raises:
         OSError: The root is unusable (raised here, before anything is bound).
         KeyError: Unknown strategy name.
+        MetricsUnavailable: Metrics are on but prometheus-client is missing.
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, sockets: Sequence[socket.socket] = ()) -> None:
         self.config = config
         raise_descriptor_limit()
         self._state = ServerState(config)
@@ -132,15 +156,17 @@ class Server:
         if max_connections is None:
             max_connections = default_max_connections(config.strategy, config.open_file_cache)
         self._slots = trio.Semaphore(max_connections)
+        self._sockets = list(sockets)
         self._listeners: list[RawListener] = []
-        self._metrics_listeners: list[RawListener] = []
+        self._metrics: MetricsPort | None = None
         self._addresses: list[tuple[str, int]] = []
-        self._metrics_port: int | None = None
         if config.metrics_port is not None:
             check_available()
         self._accept_scope = trio.CancelScope()
+        self._stopping = False
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
+        self._no_connections = trio.Event()
 
     def bind(self) -> None:
         """Bind and listen now, outside any trio run (the CLI reports errors this way).
@@ -152,15 +178,16 @@ class Server:
         """
         config = self.config
         if not self._listeners:
-            self._listeners = open_listeners(config.bind, config.port, self._slots)
+            sockets = self._sockets or bind_sockets(config.bind, config.port)
+            self._sockets = []
+            self._listeners = [RawListener(sock, self._slots) for sock in sockets]
             self._addresses = [sock_name(listener) for listener in self._listeners]
-        if config.metrics_port is not None and not self._metrics_listeners:
-            # Scrapes get a few slots of their own, so a full server can still be observed.
-            metrics_slots = trio.Semaphore(4)
-            self._metrics_listeners = open_listeners(
-                config.bind, config.metrics_port, metrics_slots
+        if config.metrics_port is not None and self._metrics is None:
+            self._metrics = MetricsPort(
+                bind_sockets(config.metrics_bind, config.metrics_port),
+                self._render_metrics,
+                lambda: not self._stopping,
             )
-            self._metrics_port = sock_name(self._metrics_listeners[0])[1]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -175,7 +202,7 @@ class Server:
     @property
     def metrics_port(self) -> int | None:
         """The bound metrics port, if metrics are on."""
-        return self._metrics_port
+        return None if self._metrics is None else self._metrics.port
 
     @property
     def root(self) -> str:
@@ -185,7 +212,7 @@ class Server:
     @property
     def shutting_down(self) -> bool:
         """Whether :meth:`shutdown` has been called."""
-        return self._state.shutting_down
+        return self._stopping
 
     def statistics(self) -> ServerStatistics:
         """Return a snapshot of the server's counters."""
@@ -197,6 +224,16 @@ class Server:
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
         )
+
+    async def _render_metrics(self) -> bytes:
+        return render_metrics(self.statistics())
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files this server writes (SIGUSR1, logrotate's convention).
+
+        The server writes no log file of its own yet: the access log, which will, closes and
+        reopens its file here. Called on the event loop; it must not block for long.
+        """
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
@@ -210,33 +247,13 @@ class Server:
         Raises:
             OSError: Binding failed (EADDRINUSE, EACCES, ...).
         """
-        config = self.config
         self.bind()
         try:
-            async with trio.open_nursery() as handlers:
-                self._handlers = handlers
-                with self._accept_scope:
-                    # The sockets already listen, so clients queue in the backlog from here.
-                    task_status.started(self)
-                    async with trio.open_nursery() as accepting:
-                        if self._metrics_listeners:
-                            accepting.start_soon(
-                                partial(
-                                    trio.serve_listeners,
-                                    self._handle_metrics,
-                                    self._metrics_listeners,
-                                    handler_nursery=handlers,
-                                )
-                            )
-                        await trio.serve_listeners(
-                            self._handle, self._listeners, handler_nursery=handlers
-                        )
-                # Accepting has stopped. Close the listeners now, so that new clients are
-                # refused instead of waiting in the backlog; then step 2 and the grace period.
-                self._close_listeners()
-                for scope in list(self._state.idle_scopes):
-                    scope.cancel()
-                handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+            async with trio.open_nursery() as metrics:
+                if self._metrics is not None:
+                    await metrics.start(self._metrics.serve)
+                await self._serve_files(task_status)
+                metrics.cancel_scope.cancel()
         finally:
             self._close_listeners()
             self._state.strategy.close()
@@ -244,8 +261,33 @@ class Server:
             self._state.root.close()
             self._closed.set()
 
+    async def _serve_files(self, task_status: trio.TaskStatus[Server]) -> None:
+        config = self.config
+        async with trio.open_nursery() as handlers:
+            self._handlers = handlers
+            with self._accept_scope:
+                # The sockets already listen, so clients queue in the backlog from here.
+                task_status.started(self)
+                await trio.serve_listeners(self._handle, self._listeners, handler_nursery=handlers)
+            # Accepting has stopped. Close the listeners now, so that new clients are refused
+            # (or, on a shared socket, go to a process that still accepts) instead of waiting
+            # in our backlog.
+            handlers.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+            self._close_listeners()
+            await trio.lowlevel.checkpoint()
+            self._state.shutting_down = True
+            handlers.start_soon(self._close_idle, min(IDLE_DRAIN, config.shutdown_grace))
+
+    async def _close_idle(self, delay: float) -> None:
+        if self._state.connections_open:
+            with trio.move_on_after(delay):
+                await self._no_connections.wait()
+        self._state.drain_over = True
+        for scope in list(self._state.idle_scopes):
+            scope.cancel()
+
     def _close_listeners(self) -> None:
-        for listener in self._listeners + self._metrics_listeners:
+        for listener in self._listeners:
             listener.close()
 
     async def wait_closed(self) -> None:
@@ -254,18 +296,12 @@ class Server:
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; a second call cancels what is still running."""
-        state = self._state
-        if state.shutting_down:
+        if self._stopping:
             if self._handlers is not None:
                 self._handlers.cancel_scope.cancel()
             return
-        state.shutting_down = True
+        self._stopping = True
         self._accept_scope.cancel()
-        for scope in list(state.idle_scopes):
-            scope.cancel()
-
-    async def _handle_metrics(self, conn: Connection) -> None:
-        await serve_metrics_connection(conn, self.statistics, self._state.dates)
 
     async def _handle(self, conn: Connection) -> None:
         state = self._state
@@ -275,6 +311,8 @@ class Server:
             await handle_connection(conn, state)
         finally:
             state.connections_open -= 1
+            if not state.connections_open and self._stopping:
+                self._no_connections.set()
 
 
 async def serve(
