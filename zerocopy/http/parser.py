@@ -96,6 +96,9 @@ _TRACKED: Final = frozenset(
 
 
 _NONE_REPEATED: Final = frozenset[bytes]()
+_EMPTY: Final = memoryview(b"")
+# Method names as the parser reports them, decoded once.
+_METHODS: Final = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "OPTIONS")}
 
 
 @final
@@ -185,7 +188,7 @@ class RequestParser:
         self._parser = httptools.HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_version=True)
         self._events: deque[Request | HTTPError] = deque()
-        self._buffer = memoryview(b"")
+        self._buffer = _EMPTY
         self._eof = False
         self._failed = False
         # Per-message state, reset in on_message_begin.
@@ -244,8 +247,12 @@ class RequestParser:
     # -- feeding --------------------------------------------------------------------------
 
     def _feed_slice(self) -> None:
-        chunk = self._buffer[:SLICE]
-        self._buffer = self._buffer[SLICE:]
+        chunk = self._buffer
+        if len(chunk) > SLICE:
+            self._buffer = chunk[SLICE:]
+            chunk = chunk[:SLICE]
+        else:
+            self._buffer = _EMPTY
         self._began_in_slice = False
         try:
             self._parser.feed_data(chunk)
@@ -274,7 +281,7 @@ class RequestParser:
 
     def _fail(self, error: HTTPError | None) -> None:
         self._failed = True
-        self._buffer = memoryview(b"")
+        self._buffer = _EMPTY
         if error is not None:
             self._events.append(error)
 
@@ -326,6 +333,25 @@ class RequestParser:
         if version not in ("1.1", "1.0"):
             raise _Abort(HTTPError(505, f"unsupported HTTP version {version}"))
         headers = self._headers
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        if len(headers) == (b"host" in headers):
+            # Nothing tracked but Host (not repeated: that would add ", "): most requests.
+            if version == "1.1" and not headers:
+                raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
+            self._request = Request(
+                method,
+                bytes(self._url),
+                version,
+                parser.should_keep_alive() and not parser.should_upgrade(),
+                headers,
+                _NONE_REPEATED,
+                False,
+                b"host" not in self._repeated,
+            )
+            if b"host" in self._repeated:
+                raise _Abort(HTTPError(400, "repeated Host header"))
+            return
         if b"host" in self._repeated:
             raise _Abort(HTTPError(400, "repeated Host header"))
         if version == "1.1" and b"host" not in headers:
@@ -340,7 +366,7 @@ class RequestParser:
         expects_continue = _expects_continue(headers.get(b"expect"))
         answer_now = expects_continue and has_body and version == "1.1"
         request = Request(
-            method=parser.get_method().decode("ascii"),
+            method=method,
             target=bytes(self._url),
             version=version,
             # An upgrade request is answered, then the connection closes: whatever follows
@@ -351,7 +377,7 @@ class RequestParser:
             headers=headers,
             repeated=frozenset(self._repeated) if self._repeated else _NONE_REPEATED,
             has_body=has_body,
-            plain=len(headers) == (b"host" in headers),
+            plain=False,
         )
         if answer_now:
             # The request is complete as far as the server cares; nothing after its head is
