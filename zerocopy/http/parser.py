@@ -335,8 +335,10 @@ class RequestParser:
         headers = self._headers
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        if self._repeated and b"host" in self._repeated:
+            raise _Abort(HTTPError(400, "repeated Host header"))
         if len(headers) == (b"host" in headers):
-            # Nothing tracked but Host (not repeated: that would add ", "): most requests.
+            # Nothing tracked but Host: most requests. No body, no Expect, nothing repeated.
             if version == "1.1" and not headers:
                 raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
             self._request = Request(
@@ -347,13 +349,9 @@ class RequestParser:
                 headers,
                 _NONE_REPEATED,
                 False,
-                b"host" not in self._repeated,
+                True,
             )
-            if b"host" in self._repeated:
-                raise _Abort(HTTPError(400, "repeated Host header"))
             return
-        if b"host" in self._repeated:
-            raise _Abort(HTTPError(400, "repeated Host header"))
         if version == "1.1" and b"host" not in headers:
             raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
         if version == "1.0" and b"transfer-encoding" in headers:
