@@ -149,7 +149,7 @@ async def test_a_file_made_unreadable_is_refused_at_once(site) -> None:
         response = await _get(client, "/assets/js/app.js")
         # Root reads anything; anyone else is refused. Either way the file was opened anew.
         assert response.status == (200 if os.geteuid() == 0 else 403)
-        assert server.statistics().files.misses == misses + 1
+        assert server.statistics().files.misses > misses
         os.chmod(path, 0o644)
     await client.aclose()
 

@@ -16,7 +16,7 @@ import trio
 
 from zerocopy import __version__
 from zerocopy.config_file import ConfigError, dump, load, toml_types
-from zerocopy.http import Limits
+from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
 from zerocopy.server.config import (
     default_max_connections,
@@ -102,6 +102,39 @@ def _size(text: str) -> int:
     return int(number) * scale
 
 
+@toml_types(str)
+def _codings(text: str) -> tuple[str, ...]:
+    """``br,zstd,gzip``, or ``none``."""
+    if str(text).strip().lower() in ("", "none", "off"):
+        return ()
+    codings = tuple(part.strip().lower() for part in str(text).split(","))
+    for coding in codings:
+        if coding not in CODING_SUFFIXES:
+            known = ", ".join(CODING_SUFFIXES)
+            raise argparse.ArgumentTypeError(f"unknown coding {coding!r} (known: {known}, none)")
+    return codings
+
+
+@toml_types(str)
+def _header_rule(text: str) -> str:
+    try:
+        parse_header_rule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+@toml_types(str)
+def _field_value(text: str) -> str:
+    try:
+        parse_header_rule(f"*: X-Check: {text}")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds CR, LF, NUL or another control character"
+        ) from None
+    return text
+
+
 def resolve_workers(value: int | str) -> int:
     """``--workers``: a number, or ``auto`` for the CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if value == "auto" else int(value)
@@ -178,6 +211,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow-symlinks",
         action="store_true",
         help="serve symlinks whose target stays inside DIR (default: refuse every symlink)",
+    )
+    content = serve.add_argument_group("content")
+    content.add_argument(
+        "--precompressed",
+        type=_codings,
+        default=_default(ServerConfig, "precompressed"),
+        metavar="LIST",
+        help="serve x.js.br, x.js.zst or x.js.gz beside x.js to clients that accept that "
+        "coding, in this order of preference (none: off; no compression on the fly)",
+    )
+    content.add_argument(
+        "--dotfiles",
+        choices=["deny", "allow"],
+        default="allow" if _default(ServerConfig, "dotfiles") else "deny",
+        help="names that start with a dot (.git/, .env): deny answers 404 and hides them "
+        "from listings; /.well-known/ is served either way",
+    )
+    content.add_argument(
+        "--not-found",
+        metavar="PAGE",
+        default=_default(ServerConfig, "not_found"),
+        help="a file under DIR (/404.html) sent with status 404 for every missing path",
+    )
+    content.add_argument(
+        "--spa",
+        metavar="INDEX",
+        default=_default(ServerConfig, "spa"),
+        help="a file under DIR (/index.html) sent with 200 for a missing path whose last "
+        "segment has no dot: the routes of a single-page application",
+    )
+    fields = serve.add_argument_group("response header fields")
+    fields.add_argument(
+        "--cache-control",
+        type=_field_value,
+        metavar="VALUE",
+        default=_default(ServerConfig, "cache_control"),
+        help="the default Cache-Control of file responses (e.g. 'no-cache')",
+    )
+    fields.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header_rule,
+        metavar="'PATTERN: Name: value'",
+        default=list(_default(ServerConfig, "headers")),
+        help="add a field to files whose path (PATTERN starts with /) or name matches the "
+        "glob; repeatable, the last match per field name wins (e.g. '/assets/*: "
+        "Cache-Control: max-age=31536000, immutable')",
+    )
+    fields.add_argument(
+        "--no-nosniff",
+        dest="nosniff",
+        action="store_false",
+        help="do not send X-Content-Type-Options: nosniff (sent on every response by default)",
+    )
+    fields.add_argument(
+        "--cors",
+        type=_field_value,
+        metavar="ORIGIN",
+        default=_default(ServerConfig, "cors"),
+        help="allow cross-origin requests from ORIGIN (or *): Access-Control-Allow-Origin on "
+        "every response, and OPTIONS preflights answered with 204",
     )
     serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
     serve.add_argument(
@@ -396,6 +491,14 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         memory_cache=args.memory_cache,
         auto_threshold=args.auto_threshold,
         metrics_bind=args.metrics_bind,
+        precompressed=tuple(args.precompressed),
+        cache_control=args.cache_control,
+        headers=tuple(args.headers),
+        nosniff=args.nosniff,
+        cors=args.cors,
+        dotfiles=args.dotfiles == "allow",
+        not_found=args.not_found,
+        spa=args.spa,
     )
 
 
@@ -512,7 +615,7 @@ def _main_single(config: ServerConfig, pin: bool, inherited: list[socket.socket]
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     try:
         server = Server(config, sockets=inherited)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     try:
         server.bind()
@@ -534,7 +637,7 @@ def _main_supervised(
 
     try:
         supervisor = Supervisor(config, reload=reload, sockets=inherited)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     try:
         supervisor.bind()

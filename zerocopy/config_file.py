@@ -67,6 +67,11 @@ def _keys(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Actio
             yield action.dest, action
 
 
+def _repeated(action: argparse.Action) -> bool:
+    """A flag given once per value (``--header``): a TOML array of them in a file."""
+    return isinstance(action, argparse._AppendAction)
+
+
 def _accepted(action: argparse.Action) -> tuple[type, ...]:
     if action.nargs == 0:
         return (bool,)
@@ -80,7 +85,13 @@ def _accepted(action: argparse.Action) -> tuple[type, ...]:
     return (str,)
 
 
-_NAMES: Final = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_NAMES: Final = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array of strings",
+}
 
 
 def load(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -106,6 +117,16 @@ def load(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
         action = known.get(key)
         if action is None:
             raise ConfigError(f"{path}: unknown key {key!r} (keys are the long flag names)")
+        if _repeated(action):
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{path}: key {key!r} must be an array of strings, not {value!r}")
+            try:
+                defaults[action.dest] = [
+                    action.type(item) if callable(action.type) else item for item in value
+                ]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: key {key!r}: {exc}") from None
+            continue
         accepted = _accepted(action)
         # TOML booleans are not integers here, whatever Python's bool says.
         if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
@@ -129,6 +150,8 @@ def load(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -148,6 +171,8 @@ def dump(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         value = getattr(args, action.dest)
         if action.nargs == 0:
             value = value == action.const
+        elif isinstance(value, tuple):
+            value = ",".join(value) or "none"  # a list flag, written as it is given
         if value is None:
             lines.append(f"# {key} is not set")
         else:

@@ -111,8 +111,8 @@ class CachedFile:
         path: The resolved absolute path, for logs.
         span: The whole file as a :class:`FileSpan`, with its bytes when they are in memory.
         valid: False once the entry was dropped: it must not be served again.
-        memo: Bytes that the caller derives from the file and keeps with it (the server keeps
-            the response head's representation fields); ``None`` until set.
+        memo: What the caller derives from the file and keeps with it, dropped with the entry
+            (the server keeps the response head's fields); ``None`` until set.
     """
 
     __slots__ = (
@@ -142,7 +142,7 @@ class CachedFile:
         self.path = opened.path
         self.span = FileSpan(opened.fd, 0, info.st_size, info.st_dev, None, Warmth())
         self.valid = True
-        self.memo: bytes | None = None
+        self.memo: object | None = None
         self.borrowers = 0
         self._wanted = wanted
         self._identity = _identity(info)
@@ -289,8 +289,14 @@ class OpenFileCache:
             self._trim(now)
         return True
 
-    def open(self, segments: Sequence[str]) -> Opened:
+    def open(self, segments: Sequence[str], *, related: Sequence[str] = ()) -> Opened:
         """Like :meth:`Root.open`; the returned file's ``close()`` gives it back to the cache.
+
+        Args:
+            segments: The path, as for :meth:`Root.open`.
+            related: Other names in the file's directory whose creation, change or removal
+                also drops the entry (its precompressed sidecars, which the server decides
+                about once per entry).
 
         Raises:
             Refused: As :meth:`Root.open` does.
@@ -328,6 +334,12 @@ class OpenFileCache:
             for watch, name in zip(watches, key, strict=True):
                 watch.names.setdefault(name, set()).add(entry)
                 entry._registered.append((watch, name))
+            if watches:
+                directory = watches[-1]
+                for name in related:
+                    directory.names.setdefault(name, set()).add(entry)
+                    directory.users += 1
+                    entry._registered.append((directory, name))
         self._entries[key] = entry
         if opened.stat.st_size <= self._keep_data_below:
             self._fill(entry, now)

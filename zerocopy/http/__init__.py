@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from zerocopy.http.dates import DateCache, format_http_date, parse_http_date
 from zerocopy.http.errors import HTTPError
+from zerocopy.http.headers import HeaderRule, ResponseHeaders, parse_header_rule
 from zerocopy.http.limits import Limits
 from zerocopy.http.methods import ALLOW, check_method
+from zerocopy.http.negotiate import CODING_SUFFIXES, choose_coding, parse_accept_encoding
 from zerocopy.http.parser import CLOSED, NEED_DATA, Request, RequestParser
 from zerocopy.http.ranges import ByteRange, plan_ranges
 from zerocopy.http.response import (
@@ -18,7 +20,9 @@ from zerocopy.http.response import (
     plan_content,
     plan_error,
     plan_file,
+    plan_page,
     plan_redirect,
+    plan_status,
     representation_fields,
 )
 from zerocopy.http.target import Target, parse_target, redirect_location
@@ -26,26 +30,34 @@ from zerocopy.http.target import Target, parse_target, redirect_location
 __all__ = [
     "ALLOW",
     "CLOSED",
+    "CODING_SUFFIXES",
     "NEED_DATA",
     "ByteRange",
     "DateCache",
     "HTTPError",
+    "HeaderRule",
     "Limits",
     "Representation",
     "Request",
     "RequestParser",
+    "ResponseHeaders",
     "ResponsePlan",
     "Target",
     "check_method",
+    "choose_coding",
     "format_http_date",
     "head_200",
+    "parse_accept_encoding",
+    "parse_header_rule",
     "parse_http_date",
     "parse_target",
     "plan_content",
     "plan_error",
     "plan_file",
+    "plan_page",
     "plan_ranges",
     "plan_redirect",
+    "plan_status",
     "redirect_location",
     "representation_fields",
 ]

@@ -82,6 +82,7 @@ queue more than a few hundred events; large enough that a normal head is one cal
 _TRACKED: Final = frozenset(
     {
         b"host",
+        b"accept-encoding",
         b"range",
         b"if-range",
         b"if-match",
@@ -115,8 +116,8 @@ class Request:
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
-        plain: No tracked header but Host: no conditional, no range, no body. Such a GET or
-            HEAD of a cached file takes the server's fast path.
+        plain: No tracked header but Host and Accept-Encoding: no conditional, no range, no
+            body. Such a GET or HEAD of a cached file takes the server's fast path.
     """
 
     method: str
@@ -337,8 +338,9 @@ class RequestParser:
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if self._repeated and b"host" in self._repeated:
             raise _Abort(HTTPError(400, "repeated Host header"))
-        if len(headers) == (b"host" in headers):
-            # Nothing tracked but Host: most requests. No body, no Expect, nothing repeated.
+        if len(headers) == (b"host" in headers) + (b"accept-encoding" in headers):
+            # Nothing tracked but Host and Accept-Encoding: most requests. No body, no Expect,
+            # no conditional, no range.
             if version == "1.1" and not headers:
                 raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
             self._request = Request(

@@ -30,7 +30,9 @@ __all__ = [
     "plan_content",
     "plan_error",
     "plan_file",
+    "plan_page",
     "plan_redirect",
+    "plan_status",
     "representation_fields",
 ]
 
@@ -55,13 +57,17 @@ class Representation:
             the length (from ``fstat`` of the open file). The HTTP layer never looks inside.
         mtime: Modification time in whole seconds (Last-Modified's resolution).
         etag: Strong entity-tag, quotes included.
-        content_type: Content-Type value.
+        content_type: Content-Type value (of the original, for a precompressed sidecar).
+        coding: The content coding of a precompressed sidecar (``b"br"``), else empty.
+        vary: Whether the file has sidecars, so that the answer varies with Accept-Encoding.
     """
 
     body: FileSpan
     mtime: int
     etag: bytes
     content_type: bytes
+    coding: bytes = b""
+    vary: bool = False
 
     @property
     def size(self) -> int:
@@ -121,14 +127,26 @@ def _validators(mtime: int, etag: bytes) -> bytes:
     return b"Last-Modified: %s\r\nETag: %s\r\n" % (format_http_date(mtime), etag)
 
 
-def representation_fields(rep: Representation) -> bytes:
+def _coding(rep: Representation) -> bytes:
+    coding = b"Content-Encoding: %s\r\n" % rep.coding if rep.coding else b""
+    return coding + b"Vary: Accept-Encoding\r\n" if rep.vary else coding
+
+
+def representation_fields(rep: Representation, extra: bytes = b"") -> bytes:
     """The header fields of a 200 for ``rep``: everything but the status line, ``Server``,
     ``Date`` and ``Connection``. The open-file cache keeps them with the file, and
-    :func:`head_200` completes them, so that a plain GET of a cached file formats nothing."""
-    return b"Content-Type: %s\r\nContent-Length: %d\r\n%sAccept-Ranges: bytes\r\n" % (
+    :func:`head_200` completes them, so that a plain GET of a cached file formats nothing.
+
+    Args:
+        rep: The file.
+        extra: Further fields for the file (the operator's, ``http/headers.py``).
+    """
+    return b"Content-Type: %s\r\nContent-Length: %d\r\n%s%sAccept-Ranges: bytes\r\n%s" % (
         rep.content_type,
         rep.body.count,
+        _coding(rep),
         _validators(rep.mtime, rep.etag),
+        extra,
     )
 
 
@@ -170,6 +188,31 @@ def plan_error(
     return ResponsePlan(status, head, () if head_only else (text,), keep_alive)
 
 
+def plan_page(
+    status: int,
+    body: FileSpan,
+    content_type: bytes,
+    request: Request,
+    *,
+    date: bytes,
+    keep_alive: bool,
+) -> ResponsePlan:
+    """A page read from a file, sent with ``status`` (``--not-found``): its type and length,
+    no validators (they would describe the page, not what was asked for)."""
+    fields = [b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, body.count)]
+    head = _head(status, date, fields, version=request.version, keep_alive=keep_alive)
+    parts: tuple[FileSpan, ...] = () if request.method == "HEAD" or not body.count else (body,)
+    return ResponsePlan(status, head, parts, keep_alive)
+
+
+def plan_status(
+    status: int, fields: bytes, request: Request, *, date: bytes, keep_alive: bool
+) -> ResponsePlan:
+    """A response of ``status`` with ``fields`` and no content (a 204)."""
+    head = _head(status, date, [fields], version=request.version, keep_alive=keep_alive)
+    return ResponsePlan(status, head, (), keep_alive)
+
+
 def plan_redirect(
     location: bytes, request: Request, *, date: bytes, keep_alive: bool
 ) -> ResponsePlan:
@@ -201,6 +244,7 @@ def plan_file(
     date: bytes,
     keep_alive: bool,
     max_ranges: int,
+    extra: bytes = b"",
 ) -> ResponsePlan:
     """Plan the response to a GET or HEAD of an open regular file.
 
@@ -215,12 +259,15 @@ def plan_file(
         date: The Date header value.
         keep_alive: Whether the connection stays open after this response.
         max_ranges: The range-count guard.
+        extra: Further fields for the 200, 206 and 304 (RFC 9110 §15.4.5: a 304 carries the
+            caching fields a 200 would).
     """
     version = request.version
     validators = _validators(rep.mtime, rep.etag)
     precondition = evaluate_preconditions(request, rep.etag, rep.mtime)
     if precondition == 304:
-        head = _head(304, date, [validators], version=version, keep_alive=keep_alive)
+        fields = [validators, b"Vary: Accept-Encoding\r\n" if rep.vary else b"", extra]
+        head = _head(304, date, fields, version=version, keep_alive=keep_alive)
         return ResponsePlan(304, head, (), keep_alive)
     if precondition == 412:
         error = HTTPError(412, "precondition failed", close=False)
@@ -239,7 +286,7 @@ def plan_file(
             ranges = plan_ranges(header, rep.size, max_ranges=max_ranges)
 
     if ranges is None:
-        head = head_200(representation_fields(rep), date, version, keep_alive)
+        head = head_200(representation_fields(rep, extra), date, version, keep_alive)
         if request.method == "HEAD" or rep.size == 0:
             return ResponsePlan(200, head, (), keep_alive)
         return ResponsePlan(200, head, (rep.body,), keep_alive)
@@ -258,8 +305,10 @@ def plan_file(
         fields = [
             b"Content-Type: %s\r\nContent-Length: %d\r\n" % (rep.content_type, len(only)),
             b"Content-Range: bytes %d-%d/%d\r\n" % (only.start, only.end, rep.size),
+            _coding(rep),
             validators,
             b"Accept-Ranges: bytes\r\n",
+            extra,
         ]
         head = _head(206, date, fields, version=version, keep_alive=keep_alive)
         return ResponsePlan(206, head, (rep.body.part(only.start, len(only)),), keep_alive)
@@ -285,8 +334,10 @@ def plan_file(
     fields = [
         b"Content-Type: multipart/byteranges; boundary=%s\r\nContent-Length: %d\r\n"
         % (boundary, length),
+        _coding(rep),
         validators,
         b"Accept-Ranges: bytes\r\n",
+        extra,
     ]
     head = _head(206, date, fields, version=version, keep_alive=keep_alive)
     return ResponsePlan(206, head, body, keep_alive)

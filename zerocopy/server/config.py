@@ -116,6 +116,19 @@ class ServerConfig:
         metrics_bind: Address of the metrics port: loopback unless told otherwise, since
             the counters describe traffic and the port needs no exposure to be scraped
             locally.
+        precompressed: Codings served from precompressed sidecars (``x.js.br``, ``x.js.zst``,
+            ``x.js.gz``), in order of preference; empty: none.
+        cache_control: The default ``Cache-Control`` of file responses, or ``None``.
+        headers: ``PATTERN: Name: value`` rules that add fields to the files whose path or
+            name matches (``zerocopy.http.headers``).
+        nosniff: Send ``X-Content-Type-Options: nosniff`` on every response.
+        cors: The origin allowed by CORS (``*`` or one origin), or ``None``: off.
+        dotfiles: Serve names starting with a dot (default: 404, hidden from listings;
+            ``/.well-known/`` is served either way).
+        not_found: A page under the root (``/404.html``) sent with every 404 for a missing
+            path, or ``None``.
+        spa: A page under the root (``/index.html``) sent with 200 for a missing path whose
+            last segment has no dot, or ``None``.
     """
 
     root: str
@@ -138,3 +151,11 @@ class ServerConfig:
     memory_cache: int = 32 * 1024 * 1024
     auto_threshold: int = AUTO_THRESHOLD
     metrics_bind: str = "127.0.0.1"
+    precompressed: tuple[str, ...] = ("br", "zstd", "gzip")
+    cache_control: str | None = None
+    headers: tuple[str, ...] = ()
+    nosniff: bool = True
+    cors: str | None = None
+    dotfiles: bool = False
+    not_found: str | None = None
+    spa: str | None = None

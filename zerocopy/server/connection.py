@@ -90,11 +90,15 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
 
 
 async def _send_cached(
-    sock: socket.socket, state: ServerState, entry: CachedFile, request: Request, keep_alive: bool
+    sock: socket.socket,
+    state: ServerState,
+    entry: CachedFile,
+    fields: bytes,
+    request: Request,
+    keep_alive: bool,
 ) -> int:
-    """Answer a plain GET or HEAD from a cache entry; returns the body length."""
-    fields = entry.memo
-    assert fields is not None, "Responder.cached returns entries with their fields"
+    """Answer a plain GET or HEAD from a cache entry and its 200's fields; returns the body
+    length."""
     head = head_200(fields, state.dates.now(), request.version, keep_alive)
     body = entry.span
     if request.method == "HEAD" or not body.count:
@@ -170,11 +174,11 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
         request = event
         head_started = None
         keep_alive = request.keep_alive and not state.shutting_down
-        entry = responder.cached(request) if request.plain else None
+        hit = responder.cached(request) if request.plain else None
         try:
-            if entry is not None:
+            if hit is not None:
                 status = 200
-                length = await _send_cached(sock, state, entry, request, keep_alive)
+                length = await _send_cached(sock, state, *hit, request, keep_alive)
             else:
                 prepared = await responder.respond(request, keep_alive=keep_alive)
                 try:
@@ -184,7 +188,7 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
                 finally:
                     prepared.close()
         except FileTruncated as exc:
-            path = entry.path if entry is not None else prepared.path
+            path = hit[0].path if hit is not None else prepared.path
             logger.error(
                 "%s: %s truncated while being sent: %s; connection closed",
                 conn.peer,

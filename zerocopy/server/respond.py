@@ -17,34 +17,125 @@ Two paths:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final, final
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, cast, final
 
 import trio
 
 from zerocopy.files import Refused, content_type, etag, read_entries, render_listing
 from zerocopy.http import (
+    ALLOW,
+    CODING_SUFFIXES,
     HTTPError,
     Representation,
+    ResponseHeaders,
+    ResponsePlan,
     check_method,
+    choose_coding,
     parse_target,
     plan_content,
     plan_error,
     plan_file,
+    plan_page,
     plan_redirect,
+    plan_status,
     redirect_location,
     representation_fields,
 )
+from zerocopy.http.headers import CORS_PREFLIGHT
 from zerocopy.logtext import safe_text
 
 if TYPE_CHECKING:
     from zerocopy.files import CachedFile, Opened, OpenFileCache
-    from zerocopy.http import DateCache, Limits, Request, ResponsePlan, Target
+    from zerocopy.http import DateCache, Limits, Request, Target
 
-__all__ = ["Prepared", "Responder"]
+__all__ = ["ContentPolicy", "Prepared", "Responder"]
 
 logger = logging.getLogger("zerocopy.server")
 _HTML: Final = b"text/html; charset=utf-8"
 _FAST_METHODS: Final = frozenset({"GET", "HEAD"})
+_UNKNOWN: Final = "?"
+_MAX_CHOICES: Final = 64
+"""Accept-Encoding values remembered per file; browsers send a handful of distinct ones."""
+_FILE_STATUSES: Final = frozenset({200, 206, 304})
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ContentPolicy:
+    """What is served, beside the files themselves.
+
+    Attributes:
+        precompressed: Codings served from sidecars (``x.js.br``), in order of preference;
+            empty: none.
+        headers: The operator's fields (``nosniff``, ``--cors``, ``--cache-control``,
+            ``--header``).
+        dotfiles: Serve names that start with a dot (default: 404, as if missing, and hidden
+            from listings); ``/.well-known/`` is served either way.
+        not_found: The page (path segments under the root) sent with every 404 for a missing
+            path, or ``None``.
+        spa: The page sent, with 200, for a missing path whose last segment has no dot (a
+            single-page application's route), or ``None``.
+    """
+
+    precompressed: tuple[str, ...] = ("br", "zstd", "gzip")
+    headers: ResponseHeaders = field(default_factory=ResponseHeaders)
+    dotfiles: bool = False
+    not_found: tuple[str, ...] | None = None
+    spa: tuple[str, ...] | None = None
+
+
+@final
+class _FileMemo:
+    """What the full path worked out about a cached file, kept with its cache entry.
+
+    Attributes:
+        fields: The 200's fields for the original (``head_200`` completes them).
+        codings: The codings of the sidecars that exist, in order of preference.
+        variants: For each of them, the sidecar's cache key and the 200's fields.
+        choices: Accept-Encoding values already negotiated, and the coding chosen.
+        presence: Without inotify, each candidate sidecar's path and whether it existed: the
+            fast path checks that none appeared or went (with inotify, the entry is dropped
+            when one does).
+    """
+
+    __slots__ = ("choices", "codings", "fields", "presence", "variants")
+
+    def __init__(
+        self,
+        fields: bytes,
+        variants: dict[str, tuple[tuple[str, ...], bytes]],
+        presence: tuple[tuple[bytes, bool], ...] | None,
+    ) -> None:
+        self.fields = fields
+        self.codings = tuple(variants)
+        self.variants = variants
+        self.choices: dict[bytes | None, str | None] = {}
+        self.presence = presence
+
+    def coding_for(self, accept: bytes | None) -> str | None:
+        coding = self.choices.get(accept, _UNKNOWN)
+        if coding == _UNKNOWN:
+            coding = choose_coding(accept, self.codings)
+            if len(self.choices) >= _MAX_CHOICES:
+                self.choices.clear()
+            self.choices[accept] = coding
+        return coding
+
+    def unchanged(self) -> bool:
+        """Without inotify: no sidecar appeared or went since the memo was made."""
+        assert self.presence is not None
+        for path, existed in self.presence:
+            try:
+                os.stat(path, follow_symlinks=False)
+            except OSError:
+                exists = False
+            else:
+                exists = True
+            if exists != existed:
+                return False
+        return True
 
 
 @final
@@ -86,6 +177,7 @@ class Responder:
         limits: For the range-count guard.
         dates: The shared Date header cache.
         listing: Render listings for directories without index.html (else 403).
+        policy: Sidecars, the operator's headers, dot files, the 404 and SPA pages.
         max_targets: Most request-targets remembered for the fast path; the map is emptied
             when it is full (it is rebuilt by the next requests).
     """
@@ -97,6 +189,7 @@ class Responder:
         dates: DateCache,
         *,
         listing: bool,
+        policy: ContentPolicy | None = None,
         max_targets: int = 4096,
     ) -> None:
         self._files = files
@@ -104,23 +197,40 @@ class Responder:
         self._limits = limits
         self._dates = dates
         self._listing = listing
+        self._policy = policy = policy or ContentPolicy()
+        self._headers = policy.headers
+        self._suffixes = [(coding, CODING_SUFFIXES[coding]) for coding in policy.precompressed]
         self._targets: dict[bytes, CachedFile] = {}
         self._max_targets = max_targets
 
-    def cached(self, request: Request) -> CachedFile | None:
-        """The fresh cache entry that a plain GET or HEAD may be answered from, or ``None``.
+    def cached(self, request: Request) -> tuple[CachedFile, bytes] | None:
+        """The fresh cache entry that a plain GET or HEAD may be answered from, and the 200's
+        fields for it (``head_200`` completes them), or ``None``.
 
-        The entry's ``memo`` holds the 200's representation fields (``head_200`` completes
-        them). The caller borrows the entry's descriptor for as long as it sends.
-        Never blocks: one ``ioctl`` on the inotify descriptor, or a revalidation.
+        For a file with precompressed sidecars the entry is the sidecar that Accept-Encoding
+        chooses. The caller borrows the entry's descriptor for as long as it sends.
+        Never blocks: one ``ioctl`` on the inotify descriptor, or revalidations without it.
         """
-        entry = self._targets.get(request.target)
+        target = request.target
+        entry = self._targets.get(target)
         if entry is None or request.method not in _FAST_METHODS:
             return None
-        if self._files.fresh(entry):
-            return entry
-        del self._targets[request.target]
-        return None
+        files = self._files
+        memo = cast("_FileMemo", entry.memo)
+        if not files.fresh(entry) or (memo.presence is not None and not memo.unchanged()):
+            del self._targets[target]
+            return None
+        if not memo.codings:
+            return entry, memo.fields
+        coding = memo.coding_for(request.headers.get(b"accept-encoding"))
+        if coding is None:
+            return entry, memo.fields
+        key, fields = memo.variants[coding]
+        variant = files.get(key)
+        if variant is None:
+            del self._targets[target]
+            return None
+        return variant, fields
 
     async def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
         """Plan the response to ``request``.
@@ -140,67 +250,174 @@ class Responder:
         except BaseException:
             _close_all(opened)
             raise
+        if plan.status not in _FILE_STATUSES and self._headers.common:
+            plan = _with_fields(plan, self._headers.common)
         return Prepared(plan, opened)
 
     async def _plan(self, request: Request, opened: list[Opened], keep_alive: bool) -> ResponsePlan:
         """The plan for ``request``; every file it opens is appended to ``opened``."""
         try:
+            if request.method == "OPTIONS" and self._headers.cors:
+                return self._preflight(request, keep_alive)
             check_method(request.method)
             target = parse_target(request.target)
-            found = self._open(target.segments, opened)
         except HTTPError as exc:
             return self.error(exc, request, keep_alive=keep_alive)
+        segments = target.segments
+        if not self._policy.dotfiles and _hidden(segments):
+            return self._missing(request, target, opened, keep_alive, "dot file")
+        try:
+            found = self._open(segments, opened)
         except Refused as exc:
+            if exc.status_hint == 404:
+                return self._missing(request, target, opened, keep_alive, exc.reason)
             return self.refused(exc, request, keep_alive=keep_alive)
-        date = self._dates.now()
         if not found.is_dir:
             if target.trailing_slash:
-                error = HTTPError(404, "file requested as a directory", close=False)
-                return self.error(error, request, keep_alive=keep_alive)
-            return self._file_plan(request, found, target.segments[-1], date, keep_alive)
+                return self._missing(request, target, opened, keep_alive, "file as directory")
+            return self._file_plan(request, found, segments, keep_alive, opened)
         if not target.trailing_slash:
             location = redirect_location(target)
+            date = self._dates.now()
             return plan_redirect(location, request, date=date, keep_alive=keep_alive)
+        index_segments = (*segments, "index.html")
         try:
-            index = self._open((*target.segments, "index.html"), opened)
+            index = self._open(index_segments, opened)
         except Refused as exc:
             if exc.status_hint != 404:
                 return self.refused(exc, request, keep_alive=keep_alive)
             return await self._listing_of(request, target, found, keep_alive=keep_alive)
         if index.is_dir:
             return await self._listing_of(request, target, found, keep_alive=keep_alive)
-        return self._file_plan(request, index, "index.html", date, keep_alive)
+        return self._file_plan(request, index, index_segments, keep_alive, opened)
 
     def _open(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened:
-        found = self._files.open(segments)
+        related = [segments[-1] + suffix for _, suffix in self._suffixes] if segments else ()
+        found = self._files.open(segments, related=related)
         opened.append(found)
         return found
 
-    def _file_plan(
-        self, request: Request, found: Opened, name: str, date: bytes, keep_alive: bool
+    def _missing(
+        self,
+        request: Request,
+        target: Target,
+        opened: list[Opened],
+        keep_alive: bool,
+        reason: str,
     ) -> ResponsePlan:
-        info = found.stat
-        rep = Representation(
-            body=found.body(),
-            mtime=int(info.st_mtime),
-            etag=etag(info),
-            content_type=content_type(name),
-        )
+        """A 404 for a missing path (or one that must look missing): the SPA page, the 404
+        page, or the plain 404, in that order."""
+        policy = self._policy
+        last = target.segments[-1] if target.segments else ""
+        if policy.spa is not None and "." not in last and request.method in _FAST_METHODS:
+            page = self._page(policy.spa, opened)
+            if page is not None:
+                return self._file_plan(request, page, policy.spa, keep_alive, opened, alias=False)
+        error = HTTPError(404, reason, close=False)
+        if policy.not_found is not None and request.method in _FAST_METHODS:
+            page = self._page(policy.not_found, opened)
+            if page is not None:
+                kind = content_type(policy.not_found[-1])
+                date = self._dates.now()
+                return plan_page(404, page.body(), kind, request, date=date, keep_alive=keep_alive)
+        return self.error(error, request, keep_alive=keep_alive)
+
+    def _page(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened | None:
+        """The configured page, if it opens as a regular file."""
+        try:
+            page = self._open(segments, opened)
+        except Refused:
+            return None
+        return None if page.is_dir else page
+
+    def _file_plan(
+        self,
+        request: Request,
+        found: Opened,
+        segments: tuple[str, ...],
+        keep_alive: bool,
+        opened: list[Opened],
+        *,
+        alias: bool = True,
+    ) -> ResponsePlan:
         entry = found.entry
-        if entry is not None:
+        memo = cast("_FileMemo | None", entry.memo if entry is not None else None)
+        if memo is not None and memo.presence is not None and not memo.unchanged():
+            memo = None
+        name = segments[-1]
+        kind = content_type(name)
+        extra = self._headers.for_file("/" + "/".join(segments))
+        sidecars: dict[str, Opened] = {}
+        if memo is None:
+            sidecars = self._sidecars(segments, opened)
+        codings = tuple(sidecars) if memo is None else memo.codings
+        coding = choose_coding(request.headers.get(b"accept-encoding"), codings)
+        if coding is not None and memo is not None:
+            try:
+                sidecars[coding] = self._open(memo.variants[coding][0], opened)
+            except Refused:
+                coding = None  # Gone since: the original, this time; the entry goes soon.
+        info = found.stat
+        rep = Representation(found.body(), int(info.st_mtime), etag(info), kind, vary=bool(codings))
+        if entry is not None and alias:
+            if memo is None:
+                memo = self._memo(rep, segments, sidecars, kind, extra)
+                entry.memo = memo
             # Later plain requests for this very target take the fast path.
-            if entry.memo is None:
-                entry.memo = representation_fields(rep)
             if len(self._targets) >= self._max_targets:
                 self._targets.clear()
             self._targets[request.target] = entry
+        if coding is not None:
+            rep = _encoded(sidecars[coding], coding, kind)
         return plan_file(
             request,
             rep,
-            date=date,
+            date=self._dates.now(),
             keep_alive=keep_alive,
             max_ranges=self._limits.max_ranges,
+            extra=extra,
         )
+
+    def _sidecars(self, segments: tuple[str, ...], opened: list[Opened]) -> dict[str, Opened]:
+        """The precompressed sidecars of a file that open as regular files, by coding.
+
+        A sidecar is opened like any file (containment, symlinks, dot files), so one that would
+        be refused on its own is not used.
+        """
+        found: dict[str, Opened] = {}
+        directory, name = segments[:-1], segments[-1]
+        for coding, suffix in self._suffixes:
+            try:
+                sidecar = self._open((*directory, name + suffix), opened)
+            except Refused:
+                continue
+            if not sidecar.is_dir:
+                found[coding] = sidecar
+        return found
+
+    def _memo(
+        self,
+        rep: Representation,
+        segments: tuple[str, ...],
+        sidecars: dict[str, Opened],
+        kind: bytes,
+        extra: bytes,
+    ) -> _FileMemo:
+        variants = {
+            coding: (
+                (*segments[:-1], segments[-1] + CODING_SUFFIXES[coding]),
+                representation_fields(_encoded(sidecar, coding, kind), extra),
+            )
+            for coding, sidecar in sidecars.items()
+            if sidecar.entry is not None
+        }
+        presence = None
+        if self._files.mode != "inotify" and self._suffixes:
+            base = self._root.path_of(segments)
+            presence = tuple(
+                (base + suffix.encode(), coding in sidecars) for coding, suffix in self._suffixes
+            )
+        return _FileMemo(representation_fields(rep, extra), variants, presence)
 
     async def _listing_of(
         self, request: Request, target: Target, directory: Opened, *, keep_alive: bool
@@ -213,6 +430,13 @@ class Responder:
         entries = await trio.to_thread.run_sync(
             lambda: read_entries(directory.fd, follow_symlinks=follow, within=within)
         )
+        if not self._policy.dotfiles:
+            top = not target.segments
+            entries = [
+                entry
+                for entry in entries
+                if not entry.name.startswith(".") or (top and entry.name == ".well-known")
+            ]
         body = render_listing(entries, target.path)
         date = self._dates.now()
         return plan_content(body, _HTML, request, date=date, keep_alive=keep_alive)
@@ -227,6 +451,11 @@ class Responder:
             head_only=request is not None and request.method == "HEAD",
         )
 
+    def _preflight(self, request: Request, keep_alive: bool) -> ResponsePlan:
+        """OPTIONS with ``--cors``: 204 with what a browser's preflight asks for."""
+        fields = b"Allow: %s, OPTIONS\r\n%s" % (ALLOW, CORS_PREFLIGHT)
+        return plan_status(204, fields, request, date=self._dates.now(), keep_alive=keep_alive)
+
     def refused(self, exc: Refused, request: Request, *, keep_alive: bool) -> ResponsePlan:
         """The plan for a refused path; 500s are logged, the rest are routine."""
         if exc.status_hint >= 500:
@@ -235,3 +464,32 @@ class Responder:
             )
         error = HTTPError(exc.status_hint, exc.reason, close=False)
         return self.error(error, request, keep_alive=keep_alive)
+
+
+def _hidden(segments: tuple[str, ...]) -> bool:
+    """Whether a path goes through a dot file or directory (``/.well-known/`` excepted)."""
+    for index, segment in enumerate(segments):
+        if segment.startswith(".") and not (index == 0 and segment == ".well-known"):
+            return True
+    return False
+
+
+def _encoded(sidecar: Opened, coding: str, kind: bytes) -> Representation:
+    """A precompressed sidecar as the representation of its original: the original's type,
+    the sidecar's bytes, length and time, and an entity-tag that names the coding (two
+    codings of one file must never share a strong validator)."""
+    info = sidecar.stat
+    tag = etag(info)
+    return Representation(
+        sidecar.body(),
+        int(info.st_mtime),
+        tag[:-1] + b"-" + coding.encode() + b'"',
+        kind,
+        coding.encode(),
+        vary=True,
+    )
+
+
+def _with_fields(plan: ResponsePlan, fields: bytes) -> ResponsePlan:
+    """``plan`` with ``fields`` added to its head."""
+    return ResponsePlan(plan.status, plan.head[:-2] + fields + b"\r\n", plan.body, plan.keep_alive)

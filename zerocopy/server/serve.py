@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Final, final
 import trio
 
 from zerocopy.files import CacheStatistics, OpenFileCache, Root
-from zerocopy.http import DateCache
+from zerocopy.http import (
+    CODING_SUFFIXES,
+    DateCache,
+    HTTPError,
+    ResponseHeaders,
+    parse_header_rule,
+    parse_target,
+)
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -45,7 +52,7 @@ from zerocopy.server.config import (
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, bind_sockets
 from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
-from zerocopy.server.respond import Responder
+from zerocopy.server.respond import ContentPolicy, Responder
 from zerocopy.server.sender import Sender
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
@@ -95,12 +102,54 @@ def sock_name(listener: RawListener) -> tuple[str, int]:
     return str(host), int(port)
 
 
+def _page(option: str, path: str | None) -> tuple[str, ...] | None:
+    """The segments of a page under the root named by ``--not-found`` or ``--spa``.
+
+    Raises:
+        ValueError: Not a path that a request could name.
+    """
+    if path is None:
+        return None
+    try:
+        target = parse_target(b"/" + path.lstrip("/").encode("utf-8"))
+    except (HTTPError, UnicodeEncodeError):
+        raise ValueError(f"{option} {path!r}: not a path under the root") from None
+    if not target.segments or target.trailing_slash:
+        raise ValueError(f"{option} {path!r}: must name a file under the root")
+    return target.segments
+
+
+def content_policy(config: ServerConfig) -> ContentPolicy:
+    """What the configuration says is served beside the files.
+
+    Raises:
+        ValueError: A header value, rule or page that cannot be used (one line, for the CLI).
+    """
+    unknown = set(config.precompressed) - set(CODING_SUFFIXES)
+    if unknown:
+        raise ValueError(f"--precompressed: unknown coding {sorted(unknown)[0]!r}")
+    headers = ResponseHeaders(
+        cache_control=config.cache_control,
+        rules=[parse_header_rule(rule) for rule in config.headers],
+        nosniff=config.nosniff,
+        cors=config.cors,
+    )
+    return ContentPolicy(
+        precompressed=tuple(config.precompressed),
+        headers=headers,
+        dotfiles=config.dotfiles,
+        not_found=_page("--not-found", config.not_found),
+        spa=_page("--spa", config.spa),
+    )
+
+
 @final
 class ServerState:
     """What every connection of one server shares. Mutated only on the event loop thread."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        policy = content_policy(config)  # before anything is opened: it may refuse the config
         self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
         # Read the system's MIME tables now, not during the first request.
         mimetypes.init()
@@ -121,7 +170,13 @@ class ServerState:
             memory_limit=config.memory_cache,
         )
         self.dates = DateCache()
-        self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
+        self.responder = Responder(
+            self.files,
+            config.limits,
+            self.dates,
+            listing=config.listing,
+            policy=policy,
+        )
         self.shutting_down = False
         # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
         # connection that goes idle closes at once instead of waiting for another request.

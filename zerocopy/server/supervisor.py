@@ -67,7 +67,7 @@ from zerocopy.server.metrics import (
     render_metrics,
     sum_statistics,
 )
-from zerocopy.server.serve import ServerStatistics
+from zerocopy.server.serve import ServerStatistics, content_policy
 from zerocopy.server.worker import MESSAGE_SIZE, WorkerInit
 
 if TYPE_CHECKING:
@@ -258,6 +258,7 @@ class Supervisor:
         sockets: Sequence[socket.socket] = (),
     ) -> None:
         Root(config.server.root).close()  # checks the root; holds nothing
+        content_policy(config.server)  # checks headers and pages, as a worker would
         if config.server.metrics_port is not None:
             check_available()
         self.config = config
@@ -601,6 +602,7 @@ class Supervisor:
         try:
             config = self._reload_config() if self._reload_config else old.config
             Root(config.server.root).close()
+            content_policy(config.server)
         except Exception as exc:  # the reload callback reports any failure by raising
             logger.error("reload: %s; the running workers go on", exc)
             return
