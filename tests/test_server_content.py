@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,9 @@ def site(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def make(nursery: trio.Nursery, site: Path, any_strategy: str) -> AsyncIterator:
+async def make(
+    nursery: trio.Nursery, site: Path, any_strategy: str
+) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
     servers: list[Server] = []
     before = open_fd_count()
 
