@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from zerocopy.server import (
     default_max_connections,
     default_open_file_cache,
 )
+from zerocopy.server.auth import hash_password
 from zerocopy.transfer import DEFAULT_THREADS, STRATEGIES
 
 if TYPE_CHECKING:
@@ -118,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="logging threshold",
     )
+    secure = serve.add_argument_group("TLS and authentication")
+    secure.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3, ALPN http/1.1) instead of "
+        "HTTP on --port; file bodies then go through read/write, to be encrypted",
+    )
+    secure.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    secure.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="require HTTP basic authentication: one user:hash per line, hashes from "
+        "`zerocopy hash-password` (not the metrics port)",
+    )
+    secure.add_argument(
+        "--auth-realm", default="zerocopy", metavar="TEXT", help="realm of the 401 challenge"
+    )
     timeouts = serve.add_argument_group("timeouts (seconds)")
     timeouts.add_argument(
         "--head-timeout",
@@ -199,24 +218,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_ranges,
         help="ranges in one Range header; past it the whole file is sent",
     )
+    hasher = commands.add_parser(
+        "hash-password",
+        help="print a password hash for --auth-file",
+        description="Read a password (twice from a terminal, else one line of standard "
+        "input) and print a salted hash for --auth-file. Passwords are never arguments.",
+        formatter_class=_Help,
+    )
+    hasher.add_argument("--user", metavar="NAME", help="print NAME:hash, a whole line")
+    hasher.add_argument(
+        "--scheme", choices=["scrypt", "pbkdf2-sha256"], default="scrypt", help="hash function"
+    )
+    hasher.add_argument(
+        "--cost",
+        type=_count,
+        metavar="N",
+        help="scrypt's log2(N) (default 15) or PBKDF2's rounds (default 600000)",
+    )
     return parser
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+def _hash_password(args: argparse.Namespace) -> int:
+    if args.user is not None and (":" in args.user or not args.user.isprintable()):
+        return _fail("a user name cannot contain a colon or control characters")
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            return _fail("the passwords differ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n")
+    if not password:
+        return _fail("empty password")
+    hashed = hash_password(password, scheme=args.scheme, cost=args.cost)
+    print(hashed if args.user is None else f"{args.user}:{hashed}")
+    return 0
+
+
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 async def _run(server: Server) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Announce only now: from here on, a signal means a graceful shutdown.
-        urls = ", ".join(_url(host, port) for host, port in server.addresses)
+        scheme = "http" if server.config.tls_cert is None else "https"
+        urls = ", ".join(_url(host, port, scheme) for host, port in server.addresses)
         metrics = ""
         if server.metrics_port is not None:
             host = server.addresses[0][0]
             metrics = f"; metrics on {_url(host, server.metrics_port)}metrics"
         print(
             f"zerocopy {__version__}: serving {server.root} on {urls} "
-            f"(strategy {server.config.strategy}){metrics}",
+            f"(strategy {server.strategy_name}){metrics}",
             flush=True,
         )
         async with trio.open_nursery() as nursery:
@@ -247,6 +300,8 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password(args)
     if args.command != "serve":
         build_parser().print_help(sys.stderr)
         return 2
@@ -277,7 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        auth_file=args.auth_file,
+        auth_realm=args.auth_realm,
     )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return _fail("--tls-cert and --tls-key go together")
+    if not args.auth_realm.isprintable():
+        return _fail("--auth-realm cannot contain control characters")
     try:
         server = Server(config)
     except (OSError, RuntimeError) as exc:

@@ -91,6 +91,7 @@ _TRACKED: Final = frozenset(
         b"transfer-encoding",
         b"content-length",
         b"expect",
+        b"authorization",
     }
 )
 
@@ -112,8 +113,9 @@ class Request:
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
-        plain: No tracked header but Host: no conditional, no range, no body. Such a GET or
-            HEAD of a cached file takes the server's fast path.
+        plain: No tracked header but Host (and Authorization, which the server checks before
+            anything else): no conditional, no range, no body. Such a GET or HEAD of a cached
+            file takes the server's fast path.
     """
 
     method: str
@@ -351,7 +353,8 @@ class RequestParser:
             headers=headers,
             repeated=frozenset(self._repeated) if self._repeated else _NONE_REPEATED,
             has_body=has_body,
-            plain=len(headers) == (b"host" in headers),
+            plain=len(headers) == (b"host" in headers)
+            or len(headers) == (b"host" in headers) + (b"authorization" in headers),
         )
         if answer_now:
             # The request is complete as far as the server cares; nothing after its head is

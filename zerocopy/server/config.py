@@ -112,6 +112,12 @@ class ServerConfig:
         offload_threads: Worker threads for file chunks that are not in the page cache
             (0: read on the event loop, which then blocks on the disk); see
             ``zerocopy.transfer.offload``.
+        tls_cert: PEM certificate chain: serve HTTPS on ``port`` instead of HTTP
+            (``zerocopy.server.tls``); ``None``: plain HTTP.
+        tls_key: PEM private key of ``tls_cert``, read at start.
+        auth_file: Require HTTP basic authentication for every request; one ``user:hash`` per
+            line (``zerocopy.server.auth``); ``None``: no authentication.
+        auth_realm: The realm named in the 401 challenge.
     """
 
     root: str
@@ -133,3 +139,7 @@ class ServerConfig:
     open_file_cache_revalidate: Literal["inotify", "always"] = "inotify"
     memory_cache: int = 32 * 1024 * 1024
     auto_threshold: int = AUTO_THRESHOLD
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_file: str | None = None
+    auth_realm: str = "zerocopy"

@@ -29,6 +29,7 @@ import trio
 
 from zerocopy.files import CacheStatistics, OpenFileCache, Root
 from zerocopy.http import DateCache
+from zerocopy.server.auth import Authenticator, load_auth_file
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -39,6 +40,7 @@ from zerocopy.server.listener import Connection, RawListener, open_listeners
 from zerocopy.server.metrics import check_available, serve_metrics_connection
 from zerocopy.server.respond import Responder
 from zerocopy.server.sender import Sender
+from zerocopy.server.tls import TLSService
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
 if TYPE_CHECKING:
@@ -93,7 +95,13 @@ class ServerState:
             offload_threads=config.offload_threads,
             auto_threshold=config.auto_threshold,
         )
-        self.strategy: TransferStrategy = make_strategy(config.strategy, self.counters, settings)
+        # TLS: no sendfile or splice strategy exists in the process (zerocopy.server.tls).
+        self.tls = None if config.tls_cert is None else TLSService(config, self.counters, settings)
+        self.strategy: TransferStrategy = (
+            make_strategy(config.strategy, self.counters, settings)
+            if self.tls is None
+            else self.tls.strategy
+        )
         self.sender = Sender(self.strategy, self.counters, send_timeout=config.send_timeout)
         cache_size = config.open_file_cache
         self.files = OpenFileCache(
@@ -105,6 +113,14 @@ class ServerState:
         )
         self.dates = DateCache()
         self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
+        self.auth = None
+        if config.auth_file is not None:
+            self.auth = Authenticator(load_auth_file(config.auth_file), config.auth_realm)
+            if self.tls is None:
+                logger.warning(
+                    "basic authentication without TLS: passwords cross the network readable "
+                    "by anyone on the path (add --tls-cert and --tls-key)"
+                )
         self.shutting_down = False
         self.idle_scopes: set[trio.CancelScope] = set()
         self.connections_accepted = 0
@@ -176,6 +192,12 @@ class Server:
     def metrics_port(self) -> int | None:
         """The bound metrics port, if metrics are on."""
         return self._metrics_port
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy in effect: the configured one, or the TLS body path."""
+        tls = self._state.tls
+        return self.config.strategy if tls is None else tls.strategy_name
 
     @property
     def root(self) -> str:
