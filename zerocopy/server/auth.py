@@ -40,7 +40,6 @@ import hashlib
 import hmac
 import logging
 import os
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
@@ -270,7 +269,7 @@ class Authenticator:
         if value is None:
             return False
         verdict = self._verdicts.get(value)
-        return verdict is not None and verdict[0] and verdict[1] > time.monotonic()
+        return verdict is not None and verdict[0] and verdict[1] > trio.current_time()
 
     async def check(self, request: Request) -> HTTPError | None:
         """``None`` if the request may be served, else the error to answer with: 401 with the
@@ -285,7 +284,7 @@ class Authenticator:
         if credentials is None:
             return self._challenge
         value = request.headers[b"authorization"]
-        now = time.monotonic()
+        now = trio.current_time()
         verdict = self._verdicts.get(value)
         if verdict is not None and verdict[1] > now:
             good = verdict[0]
@@ -312,7 +311,7 @@ class Authenticator:
 
     def _remember(self, value: bytes, good: bool) -> None:
         verdicts = self._verdicts
-        verdicts[value] = (good, time.monotonic() + self._cache_seconds)
+        verdicts[value] = (good, trio.current_time() + self._cache_seconds)
         verdicts.move_to_end(value)
         while len(verdicts) > CACHE_ENTRIES:
             verdicts.popitem(last=False)
