@@ -71,6 +71,13 @@ def test_hash_password_prints_a_usable_hash() -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "colon" in bad.stderr
+    huge = subprocess.run(
+        [*ZEROCOPY, "hash-password", "--cost", "40"], input="x\n", capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert huge.returncode == 2
+    assert "out of bounds" in huge.stderr
+    assert "Traceback" not in huge.stderr
 
 
 def test_https_with_auth_end_to_end(tmp_path: Path, certs: Certs) -> None:

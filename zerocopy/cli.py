@@ -249,7 +249,10 @@ def _hash_password(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().removesuffix("\n")
     if not password:
         return _fail("empty password")
-    hashed = hash_password(password, scheme=args.scheme, cost=args.cost)
+    try:
+        hashed = hash_password(password, scheme=args.scheme, cost=args.cost)
+    except ValueError as exc:
+        return _fail(f"--cost: {exc}")
     print(hashed if args.user is None else f"{args.user}:{hashed}")
     return 0
 

@@ -178,18 +178,25 @@ def hash_password(password: str, *, scheme: str = "scrypt", cost: int | None = N
         scheme: ``scrypt`` or ``pbkdf2-sha256``.
         cost: scrypt's log2 N (default :data:`SCRYPT_LN`), or PBKDF2's rounds (default
             :data:`PBKDF2_ROUNDS`).
+
+    Raises:
+        ValueError: An unknown scheme, or a cost out of the bounds the server accepts.
     """
     salt = os.urandom(_SALT_BYTES)
     secret = password.encode("utf-8")
     if scheme == "scrypt":
         ln = SCRYPT_LN if cost is None else cost
-        template = PasswordHash("scrypt", (ln, 8, 1), salt, bytes(32))
-        return f"$scrypt$ln={ln},r=8,p=1${_b64(salt)}${_b64(template.derive(secret))}"
-    if scheme == "pbkdf2-sha256":
+        text = f"$scrypt$ln={ln},r=8,p=1${_b64(salt)}${_b64(bytes(32))}"
+    elif scheme == "pbkdf2-sha256":
         rounds = PBKDF2_ROUNDS if cost is None else cost
-        template = PasswordHash("pbkdf2-sha256", (rounds,), salt, bytes(32))
-        return f"$pbkdf2-sha256${rounds}${_ab64(salt)}${_ab64(template.derive(secret))}"
-    raise ValueError(f"unknown hash scheme {scheme!r}")
+        text = f"$pbkdf2-sha256${rounds}${_ab64(salt)}${_ab64(bytes(32))}"
+    else:
+        raise ValueError(f"unknown hash scheme {scheme!r}")
+    # Parsed back, so that a hash is only printed with parameters the server accepts.
+    template = PasswordHash.parse(text)
+    key = template.derive(secret)
+    head = text.rsplit("$", 1)[0]
+    return f"{head}${_b64(key) if scheme == 'scrypt' else _ab64(key)}"
 
 
 def load_auth_file(path: str) -> dict[str, PasswordHash]:
