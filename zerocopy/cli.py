@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ from zerocopy import __version__
 from zerocopy.config_file import ConfigError, dump, load, toml_types
 from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
+from zerocopy.server.auth import hash_password
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -211,6 +213,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow-symlinks",
         action="store_true",
         help="serve symlinks whose target stays inside DIR (default: refuse every symlink)",
+    )
+    secure = serve.add_argument_group("TLS and authentication")
+    secure.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=_default(ServerConfig, "tls_cert"),
+        help="PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3, ALPN http/1.1) instead of "
+        "HTTP on --port; file bodies then go through read/write, to be encrypted",
+    )
+    secure.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=_default(ServerConfig, "tls_key"),
+        help="PEM private key of --tls-cert",
+    )
+    secure.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        default=_default(ServerConfig, "auth_file"),
+        help="require HTTP basic authentication: one user:hash per line, hashes from "
+        "`zerocopy hash-password` (not the metrics port)",
+    )
+    secure.add_argument(
+        "--auth-realm",
+        default=_default(ServerConfig, "auth_realm"),
+        metavar="TEXT",
+        help="realm of the 401 challenge",
     )
     content = serve.add_argument_group("content")
     content.add_argument(
@@ -428,11 +457,47 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the effective configuration as TOML (a valid --config file) and exit",
     )
+    hasher = commands.add_parser(
+        "hash-password",
+        help="print a password hash for --auth-file",
+        description="Read a password (twice from a terminal, else one line of standard "
+        "input) and print a salted hash for --auth-file. Passwords are never arguments.",
+        formatter_class=_Help,
+    )
+    hasher.add_argument("--user", metavar="NAME", help="print NAME:hash, a whole line")
+    hasher.add_argument(
+        "--scheme", choices=["scrypt", "pbkdf2-sha256"], default="scrypt", help="hash function"
+    )
+    hasher.add_argument(
+        "--cost",
+        type=_count,
+        metavar="N",
+        help="scrypt's log2(N) (default 15) or PBKDF2's rounds (default 600000)",
+    )
     return parser
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+def _hash_password(args: argparse.Namespace) -> int:
+    if args.user is not None and (":" in args.user or not args.user.isprintable()):
+        return _fail("a user name cannot contain a colon or control characters")
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            return _fail("the passwords differ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n")
+    if not password:
+        return _fail("empty password")
+    try:
+        hashed = hash_password(password, scheme=args.scheme, cost=args.cost)
+    except ValueError as exc:
+        return _fail(f"--cost: {exc}")
+    print(hashed if args.user is None else f"{args.user}:{hashed}")
+    return 0
+
+
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -499,6 +564,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         dotfiles=args.dotfiles == "allow",
         not_found=args.not_found,
         spa=args.spa,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        auth_file=args.auth_file,
+        auth_realm=args.auth_realm,
     )
 
 
@@ -517,14 +586,16 @@ def _announce(
     config: ServerConfig,
     metrics_port: int | None,
     extra: str = "",
+    strategy: str | None = None,
 ) -> None:
-    urls = ", ".join(_url(host, port) for host, port in addresses)
+    scheme = "http" if config.tls_cert is None else "https"
+    urls = ", ".join(_url(host, port, scheme) for host, port in addresses)
     metrics = ""
     if metrics_port is not None:
         metrics = f"; metrics on {_url(config.metrics_bind, metrics_port)}metrics"
     print(
         f"zerocopy {__version__}: serving {root} on {urls} "
-        f"(strategy {config.strategy}{extra}){metrics}",
+        f"(strategy {strategy or config.strategy}{extra}){metrics}",
         flush=True,
     )
 
@@ -536,7 +607,13 @@ async def _run(server: Server) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             # Announce only now: from here on, a signal means a graceful shutdown.
-            _announce(server.root, server.addresses, server.config, server.metrics_port)
+            _announce(
+                server.root,
+                server.addresses,
+                server.config,
+                server.metrics_port,
+                strategy=server.strategy_name,
+            )
             systemd.notify("READY=1")
 
             async def watch_signals() -> None:
@@ -586,9 +663,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.command == "hash-password":
+        return _hash_password(args)
     if args.command != "serve":
         build_parser().print_help(sys.stderr)
         return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return _fail("--tls-cert and --tls-key go together")
+    if not args.auth_realm.isprintable():
+        return _fail("--auth-realm cannot contain control characters")
     if args.print_config:
         print(dump(_serve_parser(build_parser()), args), end="")
         return 0

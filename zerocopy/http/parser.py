@@ -92,6 +92,7 @@ _TRACKED: Final = frozenset(
         b"transfer-encoding",
         b"content-length",
         b"expect",
+        b"authorization",
     }
 )
 
@@ -116,8 +117,9 @@ class Request:
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
-        plain: No tracked header but Host and Accept-Encoding: no conditional, no range, no
-            body. Such a GET or HEAD of a cached file takes the server's fast path.
+        plain: No tracked header but Host, Accept-Encoding and Authorization (which the
+            server checks before anything else): no conditional, no range, no body. Such a GET
+            or HEAD of a cached file takes the server's fast path.
     """
 
     method: str
@@ -338,9 +340,11 @@ class RequestParser:
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if self._repeated and b"host" in self._repeated:
             raise _Abort(HTTPError(400, "repeated Host header"))
-        if len(headers) == (b"host" in headers) + (b"accept-encoding" in headers):
-            # Nothing tracked but Host and Accept-Encoding: most requests. No body, no Expect,
-            # no conditional, no range.
+        if len(headers) == (
+            (b"host" in headers) + (b"accept-encoding" in headers) + (b"authorization" in headers)
+        ):
+            # Nothing tracked but Host, Accept-Encoding and Authorization: most requests. No
+            # body, no Expect, no conditional, no range.
             if version == "1.1" and not headers:
                 raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
             self._request = Request(

@@ -129,6 +129,12 @@ class ServerConfig:
             path, or ``None``.
         spa: A page under the root (``/index.html``) sent with 200 for a missing path whose
             last segment has no dot, or ``None``.
+        tls_cert: PEM certificate chain: serve HTTPS on ``port`` instead of HTTP
+            (``zerocopy.server.tls``); ``None``: plain HTTP.
+        tls_key: PEM private key of ``tls_cert``, read at start.
+        auth_file: Require HTTP basic authentication for every request; one ``user:hash`` per
+            line (``zerocopy.server.auth``); ``None``: no authentication.
+        auth_realm: The realm named in the 401 challenge.
     """
 
     root: str
@@ -159,3 +165,7 @@ class ServerConfig:
     dotfiles: bool = False
     not_found: str | None = None
     spa: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_file: str | None = None
+    auth_realm: str = "zerocopy"

@@ -23,13 +23,18 @@ Theory of operation:
   reported by closing.
 * Closing after a response we chose to end (``Connection: close``) is a lingering close
   (``Sender.linger``), as nginx does it.
+* With basic authentication on, each request's credentials are checked first, before the
+  fast path's look-up and before anything is opened (``auth.py``); a good verdict is cached,
+  so on a keep-alive connection the check costs one dict look-up.
+* With TLS on, the handshake comes first, bounded by the head timeout from accept, and the
+  same loop then runs on the TLS channel with the TLS sender (``tls.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
@@ -38,13 +43,28 @@ from zerocopy.logtext import safe_text
 from zerocopy.transfer import FileTruncated, PeerGone, SendTimeout, TransferError
 
 if TYPE_CHECKING:
-    import socket
-
     from zerocopy.files import CachedFile
+    from zerocopy.http import ResponsePlan
     from zerocopy.server.listener import Connection
     from zerocopy.server.serve import ServerState
+    from zerocopy.span import FileSpan
 
 __all__ = ["handle_connection"]
+
+_T = TypeVar("_T")
+_T_contra = TypeVar("_T_contra", contravariant=True)
+
+
+class _Sends(Protocol[_T_contra]):
+    """What the loop needs of a sender: ``Sender`` on sockets, ``TLSSender`` on channels."""
+
+    def receive_now(self, sock: _T_contra, /) -> bytes | None: ...
+    async def receive(self, sock: _T_contra, /) -> bytes: ...
+    async def send_plan(self, sock: _T_contra, plan: ResponsePlan, /) -> None: ...
+    async def send_file(self, sock: _T_contra, head: bytes, body: FileSpan, /) -> None: ...
+    async def send_bytes(self, sock: _T_contra, data: bytes, /) -> None: ...
+    async def linger(self, sock: _T_contra, /) -> None: ...
+
 
 logger = logging.getLogger("zerocopy.server")
 access_logger = logging.getLogger("zerocopy.access")
@@ -73,10 +93,19 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
 
     Never raises, except Cancelled: errors are logged and close the connection.
     """
+    tls = state.tls
     try:
-        linger = await _serve_requests(conn, state)
-        if linger:
-            await state.sender.linger(conn.socket)
+        if tls is None:
+            if await _serve_requests(conn, state, state.sender, conn.socket):
+                await state.sender.linger(conn.socket)
+        else:
+            deadline = trio.current_time() + state.config.head_timeout
+            channel = await tls.handshake(conn, deadline, state.idle_scopes)
+            if channel is not None:
+                if await _serve_requests(conn, state, tls.sender, channel):
+                    await tls.sender.linger(channel)  # close_notify first
+                else:
+                    channel.close_notify()
     except PeerGone as exc:
         logger.debug("%s: client went away: %s", conn.peer, exc)
     except SendTimeout as exc:
@@ -90,7 +119,8 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
 
 
 async def _send_cached(
-    sock: socket.socket,
+    sender: _Sends[_T],
+    sock: _T,
     state: ServerState,
     entry: CachedFile,
     fields: bytes,
@@ -102,21 +132,22 @@ async def _send_cached(
     head = head_200(fields, state.dates.now(), request.version, keep_alive)
     body = entry.span
     if request.method == "HEAD" or not body.count:
-        await state.sender.send_bytes(sock, head)
+        await sender.send_bytes(sock, head)
         return 0
     entry.borrowers += 1
     try:
-        await state.sender.send_file(sock, head, body)
+        await sender.send_file(sock, head, body)
     finally:
         entry.release()
     return body.count
 
 
-async def _serve_requests(conn: Connection, state: ServerState) -> bool:
+async def _serve_requests(
+    conn: Connection, state: ServerState, sender: _Sends[_T], sock: _T
+) -> bool:
     """Run the request loop. Returns whether the close should linger."""
     config = state.config
-    sock = conn.socket
-    sender = state.sender
+    auth = state.auth
     responder = state.responder
     responses = state.responses
     parser = RequestParser(config.limits)
@@ -174,11 +205,22 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
         request = event
         head_started = None
         keep_alive = request.keep_alive and not state.shutting_down
+        if auth is not None and not auth.known_good(request):
+            refused = await auth.check(request)
+            if refused is not None:
+                plan = responder.error(refused, request, keep_alive=keep_alive)
+                responses[plan.status] += 1
+                await sender.send_plan(sock, plan)
+                if config.access_log:
+                    _log_access(conn.peer, request, plan.status, plan.body_length)
+                if not plan.keep_alive:
+                    return True
+                continue
         hit = responder.cached(request) if request.plain else None
         try:
             if hit is not None:
                 status = 200
-                length = await _send_cached(sock, state, *hit, request, keep_alive)
+                length = await _send_cached(sender, sock, state, *hit, request, keep_alive)
             else:
                 prepared = await responder.respond(request, keep_alive=keep_alive)
                 try:

@@ -262,7 +262,7 @@ class Responder:
             check_method(request.method)
             target = parse_target(request.target)
         except HTTPError as exc:
-            return self.error(exc, request, keep_alive=keep_alive)
+            return self._error(exc, request, keep_alive=keep_alive)
         segments = target.segments
         if not self._policy.dotfiles and _hidden(segments):
             return self._missing(request, target, opened, keep_alive, "dot file")
@@ -271,7 +271,7 @@ class Responder:
         except Refused as exc:
             if exc.status_hint == 404:
                 return self._missing(request, target, opened, keep_alive, exc.reason)
-            return self.refused(exc, request, keep_alive=keep_alive)
+            return self._refused(exc, request, keep_alive=keep_alive)
         if not found.is_dir:
             if target.trailing_slash:
                 return self._missing(request, target, opened, keep_alive, "file as directory")
@@ -285,7 +285,7 @@ class Responder:
             index = self._open(index_segments, opened)
         except Refused as exc:
             if exc.status_hint != 404:
-                return self.refused(exc, request, keep_alive=keep_alive)
+                return self._refused(exc, request, keep_alive=keep_alive)
             return await self._listing_of(request, target, found, keep_alive=keep_alive)
         if index.is_dir:
             return await self._listing_of(request, target, found, keep_alive=keep_alive)
@@ -320,7 +320,7 @@ class Responder:
                 kind = content_type(policy.not_found[-1])
                 date = self._dates.now()
                 return plan_page(404, page.body(), kind, request, date=date, keep_alive=keep_alive)
-        return self.error(error, request, keep_alive=keep_alive)
+        return self._error(error, request, keep_alive=keep_alive)
 
     def _page(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened | None:
         """The configured page, if it opens as a regular file."""
@@ -424,7 +424,7 @@ class Responder:
     ) -> ResponsePlan:
         if not self._listing:
             error = HTTPError(403, "directory listing disabled", close=False)
-            return self.error(error, request, keep_alive=keep_alive)
+            return self._error(error, request, keep_alive=keep_alive)
         follow = self._root.follow_symlinks
         within = self._root.path
         entries = await trio.to_thread.run_sync(
@@ -442,6 +442,15 @@ class Responder:
         return plan_content(body, _HTML, request, date=date, keep_alive=keep_alive)
 
     def error(self, error: HTTPError, request: Request | None, *, keep_alive: bool) -> ResponsePlan:
+        """The plan for an error found outside :meth:`respond` (a request that did not parse,
+        a timeout, failed authentication), with the fields every response carries."""
+        plan = self._error(error, request, keep_alive=keep_alive)
+        common = self._headers.common
+        return _with_fields(plan, common) if common else plan
+
+    def _error(
+        self, error: HTTPError, request: Request | None, *, keep_alive: bool
+    ) -> ResponsePlan:
         """The plan for an error, shaped by the request when there is one."""
         return plan_error(
             error,
@@ -456,14 +465,14 @@ class Responder:
         fields = b"Allow: %s, OPTIONS\r\n%s" % (ALLOW, CORS_PREFLIGHT)
         return plan_status(204, fields, request, date=self._dates.now(), keep_alive=keep_alive)
 
-    def refused(self, exc: Refused, request: Request, *, keep_alive: bool) -> ResponsePlan:
+    def _refused(self, exc: Refused, request: Request, *, keep_alive: bool) -> ResponsePlan:
         """The plan for a refused path; 500s are logged, the rest are routine."""
         if exc.status_hint >= 500:
             logger.error(
                 "%s %s: %s", request.method, safe_text(request.target), safe_text(exc.reason)
             )
         error = HTTPError(exc.status_hint, exc.reason, close=False)
-        return self.error(error, request, keep_alive=keep_alive)
+        return self._error(error, request, keep_alive=keep_alive)
 
 
 def _hidden(segments: tuple[str, ...]) -> bool:

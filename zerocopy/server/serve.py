@@ -44,6 +44,7 @@ from zerocopy.http import (
     parse_header_rule,
     parse_target,
 )
+from zerocopy.server.auth import Authenticator, load_auth_file
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -54,6 +55,7 @@ from zerocopy.server.listener import Connection, RawListener, bind_sockets
 from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
 from zerocopy.server.respond import ContentPolicy, Responder
 from zerocopy.server.sender import Sender
+from zerocopy.server.tls import TLSService
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
 if TYPE_CHECKING:
@@ -159,7 +161,13 @@ class ServerState:
             offload_threads=config.offload_threads,
             auto_threshold=config.auto_threshold,
         )
-        self.strategy: TransferStrategy = make_strategy(config.strategy, self.counters, settings)
+        # TLS: no sendfile or splice strategy exists in the process (zerocopy.server.tls).
+        self.tls = None if config.tls_cert is None else TLSService(config, self.counters, settings)
+        self.strategy: TransferStrategy = (
+            make_strategy(config.strategy, self.counters, settings)
+            if self.tls is None
+            else self.tls.strategy
+        )
         self.sender = Sender(self.strategy, self.counters, send_timeout=config.send_timeout)
         cache_size = config.open_file_cache
         self.files = OpenFileCache(
@@ -177,6 +185,14 @@ class ServerState:
             listing=config.listing,
             policy=policy,
         )
+        self.auth = None
+        if config.auth_file is not None:
+            self.auth = Authenticator(load_auth_file(config.auth_file), config.auth_realm)
+            if self.tls is None:
+                logger.warning(
+                    "basic authentication without TLS: passwords cross the network readable "
+                    "by anyone on the path (add --tls-cert and --tls-key)"
+                )
         self.shutting_down = False
         # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
         # connection that goes idle closes at once instead of waiting for another request.
@@ -258,6 +274,12 @@ class Server:
     def metrics_port(self) -> int | None:
         """The bound metrics port, if metrics are on."""
         return None if self._metrics is None else self._metrics.port
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy in effect: the configured one, or the TLS body path."""
+        tls = self._state.tls
+        return self.config.strategy if tls is None else tls.strategy_name
 
     @property
     def root(self) -> str:

@@ -31,6 +31,7 @@ from zerocopy.transfer.readwrite import BufferPool, ReadWrite
 from zerocopy.transfer.sendfile import Sendfile
 from zerocopy.transfer.sockio import recv, retry_writable, send_all, wait_writable
 from zerocopy.transfer.splice import PipePool, Splice
+from zerocopy.transfer.tls import KTLSStatus, TLSChannel, TLSReadWrite, ktls_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,6 +43,7 @@ __all__ = [
     "BufferPool",
     "Counters",
     "FileTruncated",
+    "KTLSStatus",
     "Memory",
     "Offload",
     "PeerGone",
@@ -51,12 +53,15 @@ __all__ = [
     "SendTimeout",
     "Sendfile",
     "Splice",
+    "TLSChannel",
+    "TLSReadWrite",
     "TransferError",
     "TransferSettings",
     "TransferStatistics",
     "TransferStrategy",
     "TransferUnsupported",
     "WithFallback",
+    "ktls_status",
     "make_strategy",
     "recv",
     "retry_writable",
