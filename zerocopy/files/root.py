@@ -248,6 +248,16 @@ class Root:
         """
         return b"/".join((self._prefix, *map(_encode, segments))) or b"/"
 
+    def may_exist(self, segments: Sequence[str]) -> bool:
+        """Whether something is at ``segments``: one ``lstat`` relative to the root, to skip
+        the full :meth:`open` of names that are usually missing (precompressed sidecars).
+        True is only a hint: :meth:`open` still decides. Never raises."""
+        try:
+            os.stat(self._relative(segments), dir_fd=self._fd, follow_symlinks=False)
+        except (OSError, Refused):
+            return False
+        return True
+
     def _relative(self, segments: Sequence[str]) -> bytes:
         return b"/".join(map(_encode, segments)) or b"."
 

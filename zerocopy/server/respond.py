@@ -387,8 +387,11 @@ class Responder:
         found: dict[str, Opened] = {}
         directory, name = segments[:-1], segments[-1]
         for coding, suffix in self._suffixes:
+            candidate = (*directory, name + suffix)
+            if not self._root.may_exist(candidate):
+                continue  # Most files have none: one lstat, not a refused open.
             try:
-                sidecar = self._open((*directory, name + suffix), opened)
+                sidecar = self._open(candidate, opened)
             except Refused:
                 continue
             if not sidecar.is_dir:
