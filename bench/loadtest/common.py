@@ -47,6 +47,7 @@ __all__ = [
     "Job",
     "LoadRun",
     "add_common_arguments",
+    "choose",
     "medians",
     "new_parser",
     "parse_int_list",
@@ -84,6 +85,19 @@ def parse_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"need positive integers, comma-separated: {text!r}")
     return values
+
+
+def choose(text: str, known: Sequence[str], what: str) -> list[str]:
+    """The comma-separated names of ``text``, each one of ``known``, in the order given.
+
+    Raises:
+        SystemExit: 2, with a message, for a name that is not known.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if unknown := sorted(set(names) - set(known)):
+        print(f"unknown {what}: {unknown}; choose from {list(known)}", file=sys.stderr)
+        raise SystemExit(2)
+    return names
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:

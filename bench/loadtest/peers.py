@@ -51,7 +51,7 @@ from bench.harness.schema import PeersMeta, PeersResults, Ratios, WorkloadInfo
 from bench.harness.servers import ServerStartError, zerocopy_argv
 from bench.harness.sizes import KiB
 from bench.harness.stats import paired_ratio
-from bench.loadtest.common import Job, LoadRun, add_common_arguments, medians, new_parser
+from bench.loadtest.common import Job, LoadRun, add_common_arguments, choose, medians, new_parser
 from bench.loadtest.wrk import Workload
 
 if TYPE_CHECKING:
@@ -274,10 +274,7 @@ def _workloads(
 ) -> tuple[list[Workload], list[DocFile]]:
     """The workloads and every file to verify on each candidate before measuring."""
     docs = make_docroot(root, sizes)
-    workloads = [
-        Workload(WorkloadInfo(label, 1, doc.size, doc.size, f"GET of one {label} file"), doc.path)
-        for label, doc in docs.items()
-    ]
+    workloads = [Workload.of_file(doc) for doc in docs.values()]
     checked = list(docs.values())
     if many:
         tree = make_many_files(root, many, *MANY_FILES_SIZES)
@@ -333,10 +330,7 @@ def run(argv: Sequence[str] | None = None) -> PeersResults:
     """
     args = build_parser().parse_args(argv)
     everyone = candidates()
-    wanted = [c.strip() for c in args.candidates.split(",") if c.strip()]
-    if unknown := sorted(set(wanted) - set(everyone)):
-        print(f"unknown candidates: {unknown}; choose from {list(everyone)}", file=sys.stderr)
-        raise SystemExit(2)
+    wanted = choose(args.candidates, list(everyone), "candidates")
     if args.connections < 1 or args.many_files < 0:
         print("--connections must be at least 1, --many-files at least 0", file=sys.stderr)
         raise SystemExit(2)

@@ -23,7 +23,6 @@ at least doubling per step.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Final, final
@@ -31,12 +30,13 @@ from typing import TYPE_CHECKING, Final, final
 from bench.harness.files import make_docroot, verify_file
 from bench.harness.names import STRATEGIES
 from bench.harness.results import write_record
-from bench.harness.schema import LoadMeta, LoadResults, WorkloadInfo
+from bench.harness.schema import LoadMeta, LoadResults
 from bench.harness.servers import zerocopy_argv
 from bench.loadtest.common import (
     Job,
     LoadRun,
     add_common_arguments,
+    choose,
     medians,
     new_parser,
     parse_int_list,
@@ -142,10 +142,7 @@ def run(argv: Sequence[str] | None = None) -> LoadResults:
             servers are stopped, a message printed).
     """
     args = build_parser().parse_args(argv)
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    if unknown := sorted(set(strategies) - set(STRATEGIES)):
-        print(f"unknown strategies: {unknown}; choose from {list(STRATEGIES)}", file=sys.stderr)
-        raise SystemExit(2)
+    strategies = choose(args.strategies, STRATEGIES, "strategies")
     sizes: dict[str, int] = args.sizes
     if args.connections is not None:
         connections: list[int] = args.connections
@@ -154,13 +151,7 @@ def run(argv: Sequence[str] | None = None) -> LoadResults:
     load = LoadRun(args, "bench-load")
     with load.servers() as ss:
         docs = make_docroot(ss.workdir / "www", sizes)
-        workloads = [
-            Workload(
-                WorkloadInfo(label, 1, doc.size, doc.size, f"GET of one {label} file"),
-                doc.path,
-            )
-            for label, doc in docs.items()
-        ]
+        workloads = [Workload.of_file(doc) for doc in docs.values()]
         servers: dict[str, RunningServer] = {}
         for strategy in strategies:
             server = ss.start(f"zerocopy-{strategy}", zerocopy_argv(ss.workdir / "www", strategy))

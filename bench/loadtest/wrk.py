@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
+    from bench.harness.files import DocFile
     from bench.harness.servers import RunningServer
 
 __all__ = [
@@ -415,6 +416,12 @@ class Workload:
     @property
     def label(self) -> str:
         return self.info.label
+
+    @classmethod
+    def of_file(cls, doc: DocFile) -> Workload:
+        """GETs of one file, labelled as the file is (``4KiB``)."""
+        info = WorkloadInfo(doc.label, 1, doc.size, doc.size, f"GET of one {doc.label} file")
+        return cls(info, doc.path)
 
 
 def measure(
