@@ -68,6 +68,8 @@ PEER_CANDIDATES: Final = (
 
 PERF_PATHS: Final = {
     "tcp_sendmsg": "TCP send (every strategy)",
+    "tcp_write_xmit": "TCP transmit, under the send",
+    "_raw_spin_unlock_irqrestore": "where interrupts are re-enabled (what ran with them off)",
     "splice_to_socket": "pipe → socket (sendfile and splice)",
     "filemap_splice_read": "file → pipe (sendfile and splice)",
     "filemap_read": "page cache → user (preadv, and the 1-byte probes)",
