@@ -573,7 +573,12 @@ def test_hardening_markdown_states_targets_and_verdicts():
         file_size=256 * MiB,
         downloads=4,
         settings={"zerocopy-offload": "as shipped", "nginx-aio-threads": "aio threads"},
-        runs=(),
+        runs=(
+            schema.ColdRun(0, "zerocopy-offload", True, _summary(1.0), _summary(1.5), (), 1.5, 9),
+            schema.ColdRun(
+                0, "nginx-aio-threads", True, _summary(0.5), _summary(2.5), (), 5.0, None
+            ),
+        ),
         medians={
             "zerocopy-offload": schema.ColdMedian(1.0, 1.5, 1.5, 4000.0),
             "nginx-aio-threads": schema.ColdMedian(0.5, 2.5, 5.0, 3000.0),
@@ -584,8 +589,8 @@ def test_hardening_markdown_states_targets_and_verdicts():
     )
     results = schema.HardeningResults(machine=_machine(), cold=cold, slow=None, idle=idle)
     text = render(results)
-    assert "| zerocopy-offload | 1.00 | 1.50 | 1.5x | 4,000 | met |" in text
-    assert "| nginx-aio-threads | 0.50 | 2.50 | 5.0x | 3,000 | (reference) |" in text
+    assert "| zerocopy-offload | 1.00 | 1.50 | 1.5x | 0.60x | 4,000 | met |" in text
+    assert "| nginx-aio-threads | 0.50 | 2.50 | 5.0x | 1.00x | 3,000 | (reference) |" in text
     assert "- nginx-aio-threads: aio threads" in text
     assert "| probe p99 while held | 3.00 ms | < 100 ms | met |" in text
     assert "| RSS per idle connection | 40.0 KiB | ≤ 32 KiB | not met |" in text
