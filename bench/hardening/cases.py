@@ -70,6 +70,7 @@ __all__ = [
 RESULTS: Final = RESULTS_DIR / "hardening.json"
 CASES: Final = ("cold", "slow", "idle")
 PINNING: Final = choose_pinning()
+"""Servers on one CPU, the probe and the load on the other (decided once, at import)."""
 
 
 # -- cold page cache -----------------------------------------------------------------------------

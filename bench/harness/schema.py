@@ -452,7 +452,7 @@ class PerfRecord:
         kernel_pct: Percent of samples in the kernel (self time).
         python_pct: Percent of samples in the Python interpreter (self time).
         paths: Percent of samples in each of the kernel paths that tell the strategies
-            apart (``bench.suite.perf.PATHS``), callees included.
+            apart (:data:`bench.harness.names.PERF_PATHS`), callees included.
         top: The first entries by self time.
     """
 

@@ -3,7 +3,6 @@ the pyperf files), and its charts. Pure: reads records, writes Markdown lines an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 from bench.harness.names import BASELINE_STRATEGY, PERF_PATHS
@@ -46,14 +45,21 @@ WHOLE_NAMES: Final = 8
 
 
 @final
-@dataclass(frozen=True, slots=True)
 class SuiteView:
-    """The suite's records, summarised once for every section."""
+    """The suite's records, summarised once for every section.
 
-    out: Path
-    measurements: Measurements
-    suites: dict[str, Any]
-    """pyperf's ``BenchmarkSuite`` per strategy (absent files left out)."""
+    Args:
+        out: The results directory (where the charts go).
+        measurements: ``measurements.json``.
+        suites: pyperf's ``BenchmarkSuite`` per strategy (absent files left out).
+    """
+
+    def __init__(self, out: Path, measurements: Measurements, suites: dict[str, Any]) -> None:
+        self.out = out
+        self.measurements = measurements
+        self.suites = suites
+        self._cpu = summarise_cpu(measurements.cpu_windows)
+        self._whole = summarise_whole_process(measurements.counts)
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -65,10 +71,12 @@ class SuiteView:
         return (*self.measurements.strategies, *self.measurements.nginx)
 
     def cpu(self) -> dict[tuple[str, str], CpuSummary]:
-        return summarise_cpu(self.measurements.cpu_windows)
+        """CPU-phase summaries by (server, case)."""
+        return self._cpu
 
     def whole(self) -> dict[tuple[str, str], WholeProcess]:
-        return summarise_whole_process(self.measurements.counts)
+        """Whole-process syscall summaries by (strategy, case)."""
+        return self._whole
 
     def cpu_cases(self) -> list[str]:
         return case_order(self.measurements.cases.cpu)
