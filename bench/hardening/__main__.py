@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.hardening", description=(__doc__ or "").split("\n")[0]
+        prog="python -m bench.hardening",
+        description="Hardening benchmarks: a cold page cache (beside nginx), slow clients, "
+        "idle connections. Writes bench/results/hardening.json and hardening.md.",
     )
     parser.add_argument("case", choices=[*CASES, "all"])
     parser.add_argument("--quick", action="store_true", help="small sizes and short holds")
