@@ -164,6 +164,7 @@ def test_bpftrace_script_counts_every_syscall_of_one_pid_and_has_two_sentinels()
     dump_line = next(line for line in script.splitlines() if line.startswith(dump))
     assert dump_line.index('printf("COUNTS') < dump_line.index("print(@calls)")
     assert dump_line.index("print(@calls)") < dump_line.index('printf("DONE')
+    assert dump_line.index('printf("DONE') < dump_line.index("exit();")
 
 
 @pytest.mark.skipif(not bpftrace_available(), reason="needs bpftrace, root and tracefs")

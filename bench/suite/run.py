@@ -75,6 +75,7 @@ WINDOW_CAP: Final = 20.0
 MAX_TRACED_REQUESTS: Final = 200
 TRACE_ATTEMPTS: Final = 3
 """A traced window in which a tracer saw nothing is run again, this many times at most."""
+SLOW_WINDOW: Final = 10.0
 SETTLE: Final = 0.2
 """Seconds for the server to see the client's close and go back to epoll_wait before the
 tracers stop counting."""
@@ -299,17 +300,31 @@ def _cpu_phase(session: _Session) -> list[CpuWindow]:
 def _traced(
     session: _Session, server: ServerInfo, case: Case, requests: int, use: tuple[bool, bool]
 ) -> tuple[int, CounterDelta, StraceCounts | None, BpfCounts | None]:
-    """One window under the tracers in ``use`` (strace, bpftrace), bracketed by scrapes."""
+    """One window under the tracers in ``use`` (strace, bpftrace), bracketed by scrapes.
+
+    A window slower than :data:`SLOW_WINDOW` says on the progress display where its time went
+    (each wait on a tracer is bounded, but a stuck one costs its whole bound).
+    """
     session.requests(server.port, case, count=1)
     before = session.scrape(server)
+    marks = [("start", time.monotonic())]
     with contextlib.ExitStack() as stack:
         strace_out = bpf_out = None
         if use[0]:
             strace_out = stack.enter_context(tracers.trace_strace(server.pid))
+            marks.append(("strace attached", time.monotonic()))
         if use[1]:
             bpf_out = stack.enter_context(tracers.trace_bpftrace(server.pid))
+            marks.append(("bpftrace armed", time.monotonic()))
         done, _ = session.requests(server.port, case, count=requests, max_time=300.0)
+        marks.append(("requests done", time.monotonic()))
         time.sleep(SETTLE)
+    marks.append(("tracers stopped", time.monotonic()))
+    if marks[-1][1] - marks[0][1] > SLOW_WINDOW:
+        steps = ", ".join(
+            f"{name} +{t - marks[i][1]:.1f} s" for i, (name, t) in enumerate(marks[1:])
+        )
+        session.progress.note(f"slow traced window ({server.strategy} {case.label}): {steps}")
     delta = metrics.counter_delta(before, session.scrape(server))
     return (
         done,

@@ -26,7 +26,9 @@ on the harness's pid). bpftrace delivers a probe's output only once it polls its
 after every probe is attached; the harness calls ``getppid`` until the sentinel's ``ARMED``
 line arrives, and the sentinel clears every count at that moment, so counting starts at a
 known instant with the probes live. At the end of the window ``getsid`` makes the other
-sentinel print the counts between ``COUNTS`` and ``DONE`` and clear them. A window in which the
+sentinel print the counts between ``COUNTS`` and ``DONE``, clear them, and end bpftrace (it
+does not always heed a SIGINT promptly: about one window in a dozen waited here for the
+SIGKILL, 30 s later). A window in which the
 tracer still saw nothing is not a measurement of the server: the suite runs it again and
 records the loss (:class:`bench.harness.schema.TracerLoss`).
 
@@ -88,6 +90,8 @@ DUMP_SYSCALL: Final = "getsid"
 EAGAIN_RET: Final = -11
 ATTACH_TIMEOUT: Final = 30.0
 DETACH_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 5.0
+"""bpftrace ends itself after printing its counts; this bounds the wait for one that does not."""
 ARM_POLL: Final = 0.05
 TRACEFS: Final = "/sys/kernel/tracing"
 _HEADER_DIRS: Final = ("/usr/include/{arch}-linux-gnu/asm", "/usr/include/asm")
@@ -160,7 +164,7 @@ def bpftrace_script(server_pid: int, harness_pid: int) -> str:
         f"tracepoint:syscalls:sys_enter_{ARM_SYSCALL} /pid == {harness_pid}/ "
         f'{{ {clear} printf("ARMED\\n"); }}\n'
         f"tracepoint:syscalls:sys_enter_{DUMP_SYSCALL} /pid == {harness_pid}/ "
-        f'{{ printf("COUNTS\\n"); {prints} {clear} printf("DONE\\n"); }}\n'
+        f'{{ printf("COUNTS\\n"); {prints} {clear} printf("DONE\\n"); exit(); }}\n'
     )
 
 
@@ -333,7 +337,7 @@ def trace_bpftrace(pid: int) -> Iterator[list[BpfCounts]]:
         if not output.wait_for(b"DONE", DETACH_TIMEOUT):
             raise RuntimeError(f"bpftrace printed no counts in {DETACH_TIMEOUT:g} s")
     finally:
-        interrupt(process)
+        interrupt(process, STOP_TIMEOUT)
     result.append(
         bpf_counts(parse_bpftrace_maps(output.text.decode(errors="replace")), syscall_table())
     )
