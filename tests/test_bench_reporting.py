@@ -468,7 +468,8 @@ def test_check_fails_on_an_unexplained_tracer_disagreement(tmp_path: Path):
     problems = bench_check.check(tmp_path)
     assert problems == [
         "measurements.json: sendfile 4KiB: unexplained tracer disagreement on 'sendfile calls "
-        "(returned + EAGAIN)': server 200, strace 150, bpftrace None (25.0%)"
+        "(returned + EAGAIN)': server 200, strace 150, bpftrace None (25.0%)",
+        "report.md: shows an unexplained tracer disagreement",
     ]
 
 

@@ -38,6 +38,7 @@ from bench.harness.schema import (
 )
 from bench.reporting.agreement import assess, unexplained
 from bench.reporting.report import CHARTS, SECTIONS
+from bench.reporting.suite import UNEXPLAINED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -131,6 +132,8 @@ def check(results: Path) -> list[str]:
     else:
         problems += [f"report.md: no section {s!r}" for s in SECTIONS if s not in text]
         problems += [f"report.md: no link to {c}" for c in CHARTS if f"({c})" not in text]
+        if UNEXPLAINED in text:
+            problems.append("report.md: shows an unexplained tracer disagreement")
     for chart in CHARTS:
         problem = check_png(results / chart)
         if problem:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from bench.reporting.summary import CpuSummary, WholeProcess
     from bench.reporting.targets import TargetResult
 
-__all__ = ["SuiteView", "sections"]
+__all__ = ["UNEXPLAINED", "SuiteView", "sections"]
 
 TEXTBOOK: Final = {
     "readwrite": ("4 (2 DMA + 2 CPU)", "4"),
@@ -40,6 +40,8 @@ PROFILES_FOR_TARGET: Final = {
 }
 """Which profiles explain which target when it is missed."""
 PROFILE_ROWS: Final = 10
+UNEXPLAINED: Final = "(unexplained)"
+"""How the agreement table marks a disagreement no note explains; ``bench.check`` fails on it."""
 WHOLE_NAMES: Final = 8
 """Syscall names shown per row of the whole-process table; the rest are summed as "others"."""
 
@@ -508,7 +510,7 @@ def _agreement(view: SuiteView) -> list[str]:
             verdict = "agree"
             if not row.agree:
                 verdict = f"**DISAGREE ({row.worst:.1%}, by {row.spread})**"
-                verdict += " (explained below)" if row.note else " (unexplained)"
+                verdict += " (explained below)" if row.note else f" {UNEXPLAINED}"
             rows.append(
                 (
                     window.strategy,

@@ -344,8 +344,12 @@ def _count_window(
     """A traced window, run again while a tracer saw none of the server's syscalls.
 
     A tracer that saw nothing had not attached: that is a loss of the tracer, recorded, and
-    never a disagreement of the server. After :data:`TRACE_ATTEMPTS` attempts the window is
-    kept without that tracer.
+    never a disagreement of the server. A tracer that failed (did not attach, arm or report
+    in time) is a loss too.
+
+    Raises:
+        RuntimeError: Every one of :data:`TRACE_ATTEMPTS` attempts was lost; the count phase
+            records the window under ``skipped``.
     """
     requests = max(2, min(MAX_TRACED_REQUESTS, session.profile.count_requests_bytes // case.size))
     use_strace, use_bpf = use
