@@ -51,7 +51,8 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# Load sweep and peer comparison with wrk (see bench/LOAD.md). Extra flags, e.g.
+# Load sweep and peer comparison with wrk (see bench/LOAD.md; the peers include random GETs
+# over 3,000 small files against nginx). Extra flags, e.g.
 # `make bench-load BENCH_LOAD_ARGS=--quick` or `make bench-peers BENCH_PEERS_ARGS="--repetitions 5"`.
 BENCH_LOAD_ARGS ?=
 BENCH_PEERS_ARGS ?=
@@ -63,8 +64,9 @@ bench-load: $(VENV)/.dev
 bench-peers: $(VENV)/.dev
 	$(BIN)/python -m bench.peers $(BENCH_PEERS_ARGS)
 
-# Hardening benchmarks (bench/hardening.py; not run in CI): hot p99 under cold 256 MiB
-# downloads with and without offload, slowhttptest attacks, 5,000 idle connections.
+# Hardening benchmarks (bench/hardening/; not run in CI): hot p99 under cold 256 MiB
+# downloads, zerocopy with and without offload beside nginx with and without `aio threads`;
+# slowhttptest attacks; 5,000 idle connections.
 BENCH_HARDENING_ARGS ?=
 bench-hardening: $(VENV)/.dev
 	$(BIN)/python -m bench.hardening all $(BENCH_HARDENING_ARGS)

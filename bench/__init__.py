@@ -1,6 +1,13 @@
-"""The zerocopy benchmark suite: latency, server CPU and copy counts per transfer strategy.
+"""The zerocopy benchmarks: one harness, four stacks, and thin command-line fronts.
 
-``python -m bench.run`` measures and writes ``bench/results/``; ``python -m bench.report``
-renders ``report.md`` and the charts from what is there; ``python -m bench.check`` validates
-the artefacts without looking at any timing. See ``bench/README.md``.
+* ``bench.harness``: what every measurement needs (servers, /proc, files, the client, machine
+  metadata and pinning, result files and their layouts, statistics, sizes, progress, names);
+* ``bench.suite``: the pyperf strategy suite (latency, server CPU, syscalls, perf);
+* ``bench.loadtest``: the wrk load sweep and the peer comparison;
+* ``bench.hardening``: cold page cache, slow clients, idle connections;
+* ``bench.reporting``: pure rendering and checking of the results (Markdown, PNG charts).
+
+The stacks import the harness and never each other; the fronts (``python -m bench.run``,
+``bench.report``, ``bench.check``, ``bench.load``, ``bench.peers``, ``bench.hardening``,
+``bench.latency``) compose them. See ``bench/README.md``.
 """

@@ -1,13 +1,19 @@
-"""The pure parts of bench/hardening.py: parsing and rendering, no timing."""
+"""The hardening stack (bench/hardening/): slowhttptest's CSV, the probe, the cold-cache
+configurations. No timing is checked; the probe runs against a real server for a moment."""
 
 from __future__ import annotations
 
-import math
+import time
+from pathlib import Path
 
 import pytest
 
-from bench import hardening
-from bench.plan import MiB
+from bench.hardening.cases import COLD_SERVERS, parse_slowhttptest_csv
+from bench.hardening.probe import HOT, Probe, summarise
+from bench.harness import files
+from bench.harness.names import NGINX_AIO_THREADS, NGINX_SENDFILE
+from bench.harness.procfs import group_pids
+from bench.harness.servers import running_server
 
 SLOWHTTPTEST_CSV = """Seconds,Closed,Pending,Connected,Service Available
 0,0,1,0,50
@@ -18,54 +24,51 @@ SLOWHTTPTEST_CSV = """Seconds,Closed,Pending,Connected,Service Available
 
 
 def test_slowhttptest_csv() -> None:
-    summary = hardening.parse_slowhttptest_csv(SLOWHTTPTEST_CSV)
-    assert summary == {"seconds": 4, "max_connected": 50, "service_available_fraction": 0.75}
+    assert parse_slowhttptest_csv(SLOWHTTPTEST_CSV) == (4, 50, 0.75)
+    assert parse_slowhttptest_csv("Seconds\n") == (0, 0, None)
 
 
-def test_slowhttptest_csv_empty() -> None:
-    assert math.isnan(hardening.parse_slowhttptest_csv("Seconds\n")["service_available_fraction"])
+def test_probe_summary_in_milliseconds() -> None:
+    summary = summarise([0.001 * i for i in range(1, 101)])
+    assert summary.requests == 100
+    assert summary.p50_ms == pytest.approx(51.0)
+    assert summary.p99_ms == pytest.approx(99.0)
+    assert summary.max_ms == pytest.approx(100.0)
+    empty = summarise([])
+    assert (empty.requests, empty.p50_ms, empty.p99_ms, empty.max_ms) == (0, None, None, None)
 
 
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [([1.0], 99, 1.0), ([float(i) for i in range(1, 101)], 50, 51.0), ([3.0, 1.0, 2.0], 100, 3.0)],
-)
-def test_percentile(values: list[float], q: float, expected: float) -> None:
-    assert hardening._percentile(values, q) == expected
+def test_cold_cache_runs_zerocopy_both_ways_and_nginx_both_ways() -> None:
+    assert list(COLD_SERVERS) == [
+        "zerocopy-offload",
+        "zerocopy-no-offload",
+        NGINX_AIO_THREADS,
+        NGINX_SENDFILE,
+    ]
+    assert "aio threads" in COLD_SERVERS[NGINX_AIO_THREADS]
+    assert "aio off" in COLD_SERVERS[NGINX_SENDFILE]
 
 
-def test_render_states_targets_and_verdicts() -> None:
-    results = {
-        "meta": {"kernel": "6.18"},
-        "cold": {
-            "downloads": 4,
-            "file_size": 256 * MiB,
-            "medians": {
-                "offload": {
-                    "p99_baseline_ms": 1.0,
-                    "p99_cold_ms": 1.5,
-                    "p99_ratio": 1.5,
-                    "probe_requests": 4000,
-                },
-                "no-offload": {
-                    "p99_baseline_ms": 1.0,
-                    "p99_cold_ms": 9.0,
-                    "p99_ratio": 9.0,
-                    "probe_requests": 300,
-                },
-            },
-        },
-        "idle": {
-            "connections": 5000,
-            "still_open": 5000,
-            "hold_seconds": 60.0,
-            "rss_per_connection_kib": 40.0,
-            "probe_while_held": {"p99_ms": 3.0},
-        },
-    }
-    text = hardening.render(results)
-    assert "| offload | 1.00 | 1.50 | 1.5x | 4000 | met |" in text
-    assert "| no-offload | 1.00 | 9.00 | 9.0x | 300 | (reference) |" in text
-    assert "| probe p99 while held | 3.00 ms | < 100 ms | met |" in text
-    assert "| RSS per idle connection | 40.0 KiB | <= 32 KiB | not met |" in text
-    assert "coordinated omission" in text
+def test_the_probe_times_requests_and_stops_with_its_block(tmp_path: Path) -> None:
+    files.write_files(str(tmp_path), {HOT: 4096})
+    with running_server(tmp_path, "auto") as server:
+        with Probe(server.port) as probe:
+            deadline = time.monotonic() + 10
+            while len(probe.latencies) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        count = len(probe.latencies)
+        time.sleep(0.05)
+        assert len(probe.latencies) == count  # stopped
+        assert count >= 5
+        assert probe.errors == 0
+        assert probe.summary.p99_ms is not None
+    assert group_pids(server.pid) == []
+
+
+def test_a_probe_without_a_server_counts_errors() -> None:
+    with Probe(1) as probe:
+        deadline = time.monotonic() + 10
+        while probe.errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert probe.errors > 0
+    assert probe.latencies == []

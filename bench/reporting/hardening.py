@@ -1,0 +1,166 @@
+"""``hardening.md`` from ``hardening.json``: the cold-cache, slow-client and idle-connection
+cases, each against its target. Pure: reads the record, writes Markdown."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from bench.harness.names import NGINX_AIO_THREADS
+from bench.harness.sizes import MiB
+from bench.harness.stats import paired_ratio
+from bench.reporting.markdown import fixed, number, table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bench.harness.schema import ColdResult, HardeningResults, IdleResult, SlowResult
+
+__all__ = ["COLD_TARGET", "render", "write_markdown"]
+
+COLD_TARGET: Final = 2.0
+"""Hot p99 with cold downloads running, at most this many times the p99 without them."""
+COLD_JUDGED: Final = "zerocopy-offload"
+"""The server the cold-cache target is about: zerocopy as shipped."""
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "not met"
+
+
+def _loaded_p99(cold: ColdResult, server: str) -> dict[int, float | None]:
+    return {run.rep: run.with_cold_downloads.p99_ms for run in cold.runs if run.server == server}
+
+
+def _cold(cold: ColdResult) -> list[str]:
+    rows = []
+    anchor = _loaded_p99(cold, NGINX_AIO_THREADS)
+    for server, median in cold.medians.items():
+        judged = median.p99_ratio is not None and median.p99_ratio <= COLD_TARGET
+        rows.append(
+            (
+                server,
+                fixed(median.p99_baseline_ms),
+                fixed(median.p99_cold_ms),
+                fixed(median.p99_ratio, 1, "x"),
+                fixed(paired_ratio(_loaded_p99(cold, server), anchor), 2, "x"),
+                number(median.probe_requests),
+                _verdict(judged) if server == COLD_JUDGED else "(reference)",
+            )
+        )
+    settings = [f"- {server}: {text}" for server, text in cold.settings.items()]
+    return [
+        "## Cold page cache",
+        "",
+        f"Hot 4 KiB p99 while {cold.downloads} unthrottled downloads of cold "
+        f"{cold.file_size // MiB} MiB files run (page cache evicted before each run), median "
+        f"over alternated repetitions. Target: p99 with cold downloads ≤ {COLD_TARGET:g}x the "
+        "p99 without, for zerocopy as shipped; nginx with `aio threads` (its answer to a cold "
+        "cache) and with plain `sendfile on` run the same test as the anchor: the fifth column "
+        "divides each server's p99 with cold downloads by nginx's with `aio threads`, "
+        "repetition by repetition. The probe's request count during the downloads shows how "
+        "often the event loop got to it.",
+        "",
+        *table(
+            (
+                "server",
+                "p99 idle (ms)",
+                "p99 with cold downloads (ms)",
+                "ratio",
+                "p99 with downloads vs nginx aio threads",
+                "probe requests during downloads",
+                "target",
+            ),
+            rows,
+        ),
+        *settings,
+        "",
+    ]
+
+
+def _slow(slow: SlowResult) -> list[str]:
+    lines = ["## Slow clients (slowhttptest)", ""]
+    if slow.skipped is not None:
+        return [*lines, f"Skipped: {slow.skipped}", ""]
+    rows = [
+        (
+            name,
+            str(attack.max_connected),
+            fixed(
+                None
+                if attack.service_available_fraction is None
+                else 100 * attack.service_available_fraction,
+                0,
+                "% of seconds",
+            ),
+            fixed(attack.probe.p99_ms, 1),
+            str(attack.probe_errors),
+        )
+        for name, attack in slow.attacks.items()
+    ]
+    return [
+        *lines,
+        *table(
+            (
+                "attack",
+                "attack connections (max)",
+                "service available",
+                "probe p99 (ms)",
+                "probe errors",
+            ),
+            rows,
+        ),
+    ]
+
+
+def _idle(idle: IdleResult) -> list[str]:
+    p99 = idle.probe_while_held.p99_ms
+    per = idle.rss_per_connection_kib
+    held_all = idle.still_open >= 5000 and idle.hold_seconds >= 60
+    return [
+        "## Idle-connection capacity",
+        "",
+        *table(
+            ("measure", "figure", "target", "verdict"),
+            [
+                (
+                    "connections held",
+                    f"{idle.still_open} of {idle.connections} for {idle.hold_seconds:g} s",
+                    "5000 for 60 s",
+                    _verdict(held_all),
+                ),
+                (
+                    "probe p99 while held",
+                    f"{fixed(p99)} ms",
+                    "< 100 ms",
+                    _verdict(p99 is not None and p99 < 100),
+                ),
+                ("RSS per idle connection", f"{per:.1f} KiB", "≤ 32 KiB", _verdict(per <= 32)),
+            ],
+        ),
+    ]
+
+
+def render(results: HardeningResults) -> str:
+    """The whole of ``hardening.md``."""
+    machine = results.machine
+    lines = [
+        "# Hardening benchmarks",
+        "",
+        f"Measured on {machine.hostname} ({machine.cpu_model}, {machine.cpu_count} CPUs, Linux "
+        f"{machine.kernel}, Python {machine.python}), last run {machine.date_utc}.",
+        "",
+    ]
+    if results.cold is not None:
+        lines += _cold(results.cold)
+    if results.slow is not None:
+        lines += _slow(results.slow)
+    if results.idle is not None:
+        lines += _idle(results.idle)
+    lines.append("Percentiles come from a closed-loop probe and suffer from coordinated omission.")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: HardeningResults, path: Path) -> Path:
+    """Write :func:`render`'s text to ``path``; return it."""
+    path.write_text(render(results))
+    return path
