@@ -12,12 +12,15 @@ from zerocopy.http.methods import ALLOW, check_method
 from zerocopy.http.parser import CLOSED, NEED_DATA, Request, RequestParser
 from zerocopy.http.ranges import ByteRange, plan_ranges
 from zerocopy.http.response import (
+    LAST_CHUNK,
     Representation,
     ResponsePlan,
+    frame_chunk,
     head_200,
     plan_content,
     plan_error,
     plan_file,
+    plan_listing,
     plan_redirect,
     representation_fields,
 )
@@ -26,6 +29,7 @@ from zerocopy.http.target import Target, parse_target, redirect_location
 __all__ = [
     "ALLOW",
     "CLOSED",
+    "LAST_CHUNK",
     "NEED_DATA",
     "ByteRange",
     "DateCache",
@@ -38,12 +42,14 @@ __all__ = [
     "Target",
     "check_method",
     "format_http_date",
+    "frame_chunk",
     "head_200",
     "parse_http_date",
     "parse_target",
     "plan_content",
     "plan_error",
     "plan_file",
+    "plan_listing",
     "plan_ranges",
     "plan_redirect",
     "redirect_location",

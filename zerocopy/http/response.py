@@ -1,9 +1,12 @@
 """Response plans: what to send, decided without doing any I/O.
 
 A :class:`ResponsePlan` holds the status, the complete head as bytes, and the body as a tuple
-of parts, each either small ``bytes`` (multipart boundaries, error text, a listing) or a
+of parts, each either small ``bytes`` (multipart boundaries, error text) or a
 :class:`~zerocopy.span.FileSpan` for a transfer strategy to stream. Whoever sends the plan
 decides nothing: it writes the head, then the parts in order.
+
+A body that is produced while it is sent (a directory listing) is not in the plan: the plan
+says how it is framed (``stream``), and :func:`frame_chunk` and :data:`LAST_CHUNK` frame it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Literal, final
 
 from zerocopy.http.conditional import evaluate_preconditions, if_range_allows
 from zerocopy.http.dates import format_http_date
@@ -24,12 +27,15 @@ if TYPE_CHECKING:
     from zerocopy.span import FileSpan
 
 __all__ = [
+    "LAST_CHUNK",
     "Representation",
     "ResponsePlan",
+    "frame_chunk",
     "head_200",
     "plan_content",
     "plan_error",
     "plan_file",
+    "plan_listing",
     "plan_redirect",
     "representation_fields",
 ]
@@ -79,16 +85,21 @@ class ResponsePlan:
         head: The status line and header fields, ending with the blank line.
         body: Parts to send after the head, in order.
         keep_alive: Whether the connection may serve another request afterwards.
+        stream: ``None``: the body is :attr:`body`. Otherwise the body is produced after the
+            head is sent, by whoever made the plan, and framed ``chunked`` (HTTP/1.1) or
+            ``close``-delimited (HTTP/1.0: the connection closes after it).
     """
 
     status: int
     head: bytes
     body: tuple[bytes | FileSpan, ...] = ()
     keep_alive: bool = True
+    stream: Literal["chunked", "close"] | None = None
 
     @property
     def body_length(self) -> int:
-        """Bytes in the body: what Content-Length announced (0 for HEAD)."""
+        """Bytes in :attr:`body`: what Content-Length announced (0 for HEAD, and for a
+        streamed body, which is counted as it is sent)."""
         return sum(len(part) for part in self.body)
 
 
@@ -185,13 +196,78 @@ def plan_redirect(
 def plan_content(
     body: bytes, content_type: bytes, request: Request, *, date: bytes, keep_alive: bool
 ) -> ResponsePlan:
-    """200 with a generated body, such as a directory listing. No validators, no ranges."""
+    """200 with a small generated body, such as the metrics page. No validators, no ranges."""
     fields = [
         b"Content-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n"
         % (content_type, len(body))
     ]
     head = _head(200, date, fields, version=request.version, keep_alive=keep_alive)
     return ResponsePlan(200, head, () if request.method == "HEAD" else (body,), keep_alive)
+
+
+_NO_CACHE: Final = b"Cache-Control: no-cache\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+"""The end of a chunked body (RFC 9112 §7.1): the last chunk, no trailers."""
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body (RFC 9112 §7.1); ``data`` must not be empty,
+    which would end the body."""
+    assert data, "an empty chunk is the last chunk"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def plan_listing(
+    request: Request, content_type: bytes, *, date: bytes, keep_alive: bool
+) -> ResponsePlan:
+    """The head of a generated page that is streamed after it (a directory listing).
+
+    As nginx's autoindex: no Content-Length, so that nothing need be rendered before the head
+    goes out; the body is chunked for HTTP/1.1 and delimited by the close for HTTP/1.0. HEAD
+    gets the same head without framing fields and without a body, so it costs no rendering
+    (RFC 9110 §9.3.2 lets a HEAD response omit what is known only once the content is made).
+
+    A listing has no validators: no ETag and no Last-Modified. A directory's mtime changes
+    when names are added or removed, not when a listed file changes its size or date (Apache
+    warns of the same for ``IndexOptions TrackModified``), so it cannot vouch for the page;
+    a digest of the page would cost the rendering that a 304 was meant to save. Conditionals
+    are evaluated as for a representation without validators (see ``conditional.py``):
+    ``If-Match`` with tags gets 412, ``If-None-Match: *`` gets 304, the date conditions are
+    ignored. Range is ignored: the 200 has no ``Accept-Ranges``.
+
+    Args:
+        request: A GET or HEAD request.
+        content_type: The page's Content-Type.
+        date: The Date header value.
+        keep_alive: Whether the client allowed keep-alive.
+
+    Returns:
+        412, 304, or 200 with :attr:`ResponsePlan.stream` set (``None`` for HEAD).
+    """
+    version = request.version
+    head_only = request.method == "HEAD"
+    precondition = evaluate_preconditions(request, None, None)
+    if precondition == 304:
+        # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
+        head = _head(304, date, [_NO_CACHE], version=version, keep_alive=keep_alive)
+        return ResponsePlan(304, head, (), keep_alive)
+    if precondition == 412:
+        error = HTTPError(412, "precondition failed", close=False)
+        return plan_error(
+            error, date=date, version=version, keep_alive=keep_alive, head_only=head_only
+        )
+    fields = [b"Content-Type: %s\r\n" % content_type, _NO_CACHE]
+    stream: Literal["chunked", "close"] | None = None
+    if head_only:
+        pass
+    elif version == "1.1":
+        fields.append(b"Transfer-Encoding: chunked\r\n")
+        stream = "chunked"
+    else:
+        keep_alive = False
+        stream = "close"
+    head = _head(200, date, fields, version=version, keep_alive=keep_alive)
+    return ResponsePlan(200, head, (), keep_alive, stream)
 
 
 def plan_file(
