@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import trio
 
 from zerocopy import __version__
+from zerocopy.files import MAX_LISTING_ENTRIES
 from zerocopy.http import Limits
 from zerocopy.server import (
     Server,
@@ -199,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_ranges,
         help="ranges in one Range header; past it the whole file is sent",
     )
+    limits.add_argument(
+        "--max-listing-entries",
+        type=_count,
+        metavar="N",
+        default=MAX_LISTING_ENTRIES,
+        help="directory entries read for one listing; a directory holding more is listed in "
+        "part, with a note saying so",
+    )
     return parser
 
 
@@ -277,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
+        max_listing_entries=args.max_listing_entries,
     )
     try:
         server = Server(config)

@@ -6,6 +6,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
+from zerocopy.files import MAX_LISTING_ENTRIES
 from zerocopy.http import Limits
 from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS
 
@@ -112,6 +113,8 @@ class ServerConfig:
         offload_threads: Worker threads for file chunks that are not in the page cache
             (0: read on the event loop, which then blocks on the disk); see
             ``zerocopy.transfer.offload``.
+        max_listing_entries: The most directory entries one listing reads; a directory that
+            holds more is listed in part, with a note (see ``zerocopy.files.listing``).
     """
 
     root: str
@@ -133,3 +136,4 @@ class ServerConfig:
     open_file_cache_revalidate: Literal["inotify", "always"] = "inotify"
     memory_cache: int = 32 * 1024 * 1024
     auto_threshold: int = AUTO_THRESHOLD
+    max_listing_entries: int = MAX_LISTING_ENTRIES

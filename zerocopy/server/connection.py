@@ -174,11 +174,13 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
                 status = 200
                 length = await _send_cached(sock, state, entry, request, keep_alive)
             else:
-                prepared = await responder.respond(request, keep_alive=keep_alive)
+                prepared = responder.respond(request, keep_alive=keep_alive)
                 try:
                     plan = prepared.plan
                     status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
                     await sender.send_plan(sock, plan)
+                    if prepared.stream is not None:  # A listing: its body follows the head.
+                        length = await prepared.stream(sock, sender)
                 finally:
                     prepared.close()
         except FileTruncated as exc:

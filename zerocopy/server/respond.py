@@ -9,36 +9,43 @@ Two paths:
   the connection sends the 200 head kept with the entry, completed with ``Date`` and
   ``Connection``. No target parsing, no path resolution, no plan.
 * **The full path** (:meth:`Responder.respond`): everything else, and the first request for
-  each target. It returns a :class:`Prepared` plan. Everything here is synchronous except the
-  directory listing, which reads the directory in a worker thread. Every failure before the
-  head is sent becomes an error plan, so the connection loop only ever sends plans.
+  each target. It returns a :class:`Prepared` plan. Everything here is synchronous: a
+  directory listing is read and rendered after its head has gone, by the plan's stream
+  (``listing.py``). Every failure before the head is sent becomes an error plan, so the
+  connection loop only ever sends plans.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Final, final
 
-import trio
-
-from zerocopy.files import Refused, content_type, etag, read_entries, render_listing
+from zerocopy.files import MAX_LISTING_ENTRIES, Refused, content_type, etag
 from zerocopy.http import (
     HTTPError,
     Representation,
     check_method,
     parse_target,
-    plan_content,
     plan_error,
     plan_file,
+    plan_listing,
     plan_redirect,
     redirect_location,
     representation_fields,
 )
 from zerocopy.logtext import safe_text
+from zerocopy.server.listing import Listings
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Awaitable, Callable
+
     from zerocopy.files import CachedFile, Opened, OpenFileCache
     from zerocopy.http import DateCache, Limits, Request, ResponsePlan, Target
+    from zerocopy.server.sender import Sender
+
+    Stream = Callable[[socket.socket, Sender], Awaitable[int]]
 
 __all__ = ["Prepared", "Responder"]
 
@@ -55,12 +62,21 @@ class Prepared:
         plan: What to send.
         files: The files and directories opened for the plan; its spans borrow one of them.
             :meth:`close` is the one place they are closed, after the plan was sent or failed.
+        stream: For a plan whose body is streamed (``plan.stream``): sends the body after the
+            head, ``await stream(sock, sender)``, and returns its length. It borrows one of
+            :attr:`files`.
     """
 
-    __slots__ = ("files", "path", "plan")
+    __slots__ = ("files", "path", "plan", "stream")
 
-    def __init__(self, plan: ResponsePlan, files: list[Opened] | None = None) -> None:
+    def __init__(
+        self,
+        plan: ResponsePlan,
+        files: list[Opened] | None = None,
+        stream: Stream | None = None,
+    ) -> None:
         self.plan = plan
+        self.stream = stream
         self.files = files or []
         self.path = self.files[-1].path if self.files else None
         """The resolved path of the last file opened (the one sent), for logs."""
@@ -88,6 +104,7 @@ class Responder:
         listing: Render listings for directories without index.html (else 403).
         max_targets: Most request-targets remembered for the fast path; the map is emptied
             when it is full (it is rebuilt by the next requests).
+        max_listing_entries: The most directory entries one listing reads.
     """
 
     def __init__(
@@ -98,12 +115,18 @@ class Responder:
         *,
         listing: bool,
         max_targets: int = 4096,
+        max_listing_entries: int = MAX_LISTING_ENTRIES,
     ) -> None:
         self._files = files
         self._root = files.root
         self._limits = limits
         self._dates = dates
         self._listing = listing
+        self.listings = Listings(
+            max_entries=max_listing_entries,
+            follow_symlinks=self._root.follow_symlinks,
+            within=self._root.path,
+        )
         self._targets: dict[bytes, CachedFile] = {}
         self._max_targets = max_targets
 
@@ -122,7 +145,7 @@ class Responder:
         del self._targets[request.target]
         return None
 
-    async def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
+    def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
         """Plan the response to ``request``.
 
         Args:
@@ -130,20 +153,26 @@ class Responder:
             keep_alive: Whether the connection may stay open after the response.
 
         Returns:
-            The plan and the files it opened: the caller closes them (``Prepared.close``).
+            The plan, the files it opened (the caller closes them: ``Prepared.close``), and
+            for a listing the stream that sends its body.
 
-        Checkpoints: only when it renders a listing (in a worker thread).
+        Never blocks: a listing's directory is read by its stream.
         """
         opened: list[Opened] = []
         try:
-            plan = await self._plan(request, opened, keep_alive)
+            plan = self._plan(request, opened, keep_alive)
         except BaseException:
             _close_all(opened)
             raise
+        if isinstance(plan, Prepared):
+            return plan
         return Prepared(plan, opened)
 
-    async def _plan(self, request: Request, opened: list[Opened], keep_alive: bool) -> ResponsePlan:
-        """The plan for ``request``; every file it opens is appended to ``opened``."""
+    def _plan(
+        self, request: Request, opened: list[Opened], keep_alive: bool
+    ) -> ResponsePlan | Prepared:
+        """The plan for ``request`` (a listing's comes with its stream, as a
+        :class:`Prepared`); every file it opens is appended to ``opened``."""
         try:
             check_method(request.method)
             target = parse_target(request.target)
@@ -166,9 +195,9 @@ class Responder:
         except Refused as exc:
             if exc.status_hint != 404:
                 return self.refused(exc, request, keep_alive=keep_alive)
-            return await self._listing_of(request, target, found, keep_alive=keep_alive)
+            return self._listing_of(request, target, found, opened, keep_alive=keep_alive)
         if index.is_dir:
-            return await self._listing_of(request, target, found, keep_alive=keep_alive)
+            return self._listing_of(request, target, found, opened, keep_alive=keep_alive)
         return self._file_plan(request, index, "index.html", date, keep_alive)
 
     def _open(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened:
@@ -202,20 +231,26 @@ class Responder:
             max_ranges=self._limits.max_ranges,
         )
 
-    async def _listing_of(
-        self, request: Request, target: Target, directory: Opened, *, keep_alive: bool
-    ) -> ResponsePlan:
+    def _listing_of(
+        self,
+        request: Request,
+        target: Target,
+        directory: Opened,
+        opened: list[Opened],
+        *,
+        keep_alive: bool,
+    ) -> ResponsePlan | Prepared:
         if not self._listing:
             error = HTTPError(403, "directory listing disabled", close=False)
             return self.error(error, request, keep_alive=keep_alive)
-        follow = self._root.follow_symlinks
-        within = self._root.path
-        entries = await trio.to_thread.run_sync(
-            lambda: read_entries(directory.fd, follow_symlinks=follow, within=within)
-        )
-        body = render_listing(entries, target.path)
         date = self._dates.now()
-        return plan_content(body, _HTML, request, date=date, keep_alive=keep_alive)
+        plan = plan_listing(request, _HTML, date=date, keep_alive=keep_alive)
+        if plan.stream is None:  # HEAD, 304, 412: nothing to read.
+            return plan
+        stream = partial(
+            self.listings.stream, fd=directory.fd, path=target.path, framing=plan.stream
+        )
+        return Prepared(plan, opened, stream)
 
     def error(self, error: HTTPError, request: Request | None, *, keep_alive: bool) -> ResponsePlan:
         """The plan for an error, shaped by the request when there is one."""

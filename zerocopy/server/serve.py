@@ -36,6 +36,7 @@ from zerocopy.server.config import (
 )
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, open_listeners
+from zerocopy.server.listing import ListingStatistics
 from zerocopy.server.metrics import check_available, serve_metrics_connection
 from zerocopy.server.respond import Responder
 from zerocopy.server.sender import Sender
@@ -63,6 +64,7 @@ class ServerStatistics:
         responses: Responses sent, by status.
         transfer: The transfer layer's counters.
         files: The open-file cache's counts.
+        listings: The directory listings' counts.
     """
 
     connections_accepted: int
@@ -70,6 +72,7 @@ class ServerStatistics:
     responses: Mapping[int, int] = field(default_factory=dict)
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
     files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
+    listings: ListingStatistics = field(default_factory=ListingStatistics)
 
 
 def sock_name(listener: RawListener) -> tuple[str, int]:
@@ -104,7 +107,13 @@ class ServerState:
             memory_limit=config.memory_cache,
         )
         self.dates = DateCache()
-        self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
+        self.responder = Responder(
+            self.files,
+            config.limits,
+            self.dates,
+            listing=config.listing,
+            max_listing_entries=config.max_listing_entries,
+        )
         self.shutting_down = False
         self.idle_scopes: set[trio.CancelScope] = set()
         self.connections_accepted = 0
@@ -196,6 +205,7 @@ class Server:
             responses=MappingProxyType(dict(state.responses)),
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
+            listings=state.responder.listings.statistics(),
         )
 
     async def serve(
