@@ -221,8 +221,8 @@ class Server:
             OSError: Binding failed (EADDRINUSE, EACCES, ...).
         """
         config = self.config
-        self.bind()
         try:
+            self.bind()  # Inside: a failed bind still releases what the server holds.
             async with trio.open_nursery() as handlers:
                 self._handlers = handlers
                 with self._accept_scope:
