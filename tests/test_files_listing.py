@@ -418,6 +418,8 @@ def test_a_reader_closed_early_releases_its_directory(tmp_path: Path) -> None:
     reader.close()
     reader.close()  # idempotent
     assert len(os.listdir("/proc/self/fd")) == before + 1
+    with pytest.raises(ValueError, match="after close"):
+        reader.read(3)  # not read again from the start
     os.close(fd)
 
 

@@ -167,6 +167,8 @@ class DirectoryReader:
         """
         if self.done:
             return True
+        if self._closed:
+            raise ValueError("DirectoryReader.read() after close()")
         if self._scan is None:
             self._scan = os.scandir(self._fd)
         scan = self._scan
@@ -190,6 +192,7 @@ class DirectoryReader:
 
     def close(self) -> None:
         """Close the directory stream (the borrowed ``fd`` stays open). Idempotent."""
+        self._closed = True
         scan, self._scan = self._scan, None
         if scan is not None:
             scan.close()  # type: ignore[attr-defined]

@@ -68,7 +68,8 @@ class ListingStatistics:
         started: Listing bodies begun (a GET of a directory that is listed).
         completed: Listing bodies sent whole.
         stopped: Listing bodies that ended early: the client went or stopped reading, the
-            server shut down, or the directory could not be read.
+            server shut down, or the directory could not be read. Listings in flight are in
+            neither count.
         cut: Listings of directories that hold more than the limit.
         entries_read: Directory entries read, listed or not.
         batches: Worker-thread calls made (reading and rendering).
@@ -127,6 +128,7 @@ class Listings:
         self._batch = batch
         self._started = 0
         self._completed = 0
+        self._stopped = 0
         self._cut = 0
         self._entries_read = 0
         self._batches = 0
@@ -136,7 +138,7 @@ class Listings:
         return ListingStatistics(
             started=self._started,
             completed=self._completed,
-            stopped=self._started - self._completed,
+            stopped=self._stopped,
             cut=self._cut,
             entries_read=self._entries_read,
             batches=self._batches,
@@ -181,6 +183,7 @@ class Listings:
         batch = self._batch
         chunked = framing == "chunked"
         sent = 0
+        completed = False
         try:
             done = False
             while not done:
@@ -189,8 +192,7 @@ class Listings:
                     done = await trio.to_thread.run_sync(reader.read, batch, limiter=limiter)
                 except OSError as exc:
                     raise TransferError(f"listing {safe_text(path)}: {exc}") from exc
-                finally:
-                    self._batches += 1
+                self._batches += 1
             entries = reader.entries
             cut = None
             if reader.cut:
@@ -209,8 +211,12 @@ class Listings:
             page += PAGE_TAIL
             await sender.send_bytes(sock, frame_chunk(page) + LAST_CHUNK if chunked else page)
             sent += len(page)
-            self._completed += 1
+            completed = True
         finally:
+            if completed:
+                self._completed += 1
+            else:
+                self._stopped += 1
             self._entries_read += reader.examined
             reader.close()
         return sent
