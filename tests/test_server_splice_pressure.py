@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -45,17 +45,14 @@ LIMIT = 128
 SIZE = 8 << 20
 CLIENTS = 48
 SECONDS = 30.0
+SERVE = [
+    *(sys.executable, "-m", "zerocopy", "serve", "--port", "0"),
+    *("--strategy", "splice", "--send-timeout", "60"),
+]
 
 
 def _limit_fds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
-
-
-@dataclass
-class Served:
-    port: int
-    process: subprocess.Popen[str]
-    stderr: str = ""
 
 
 @pytest.fixture
@@ -65,45 +62,6 @@ def big(tmp_path: Path) -> tuple[Path, str]:
     data = os.urandom(SIZE)
     (root / "big.bin").write_bytes(data)
     return root, hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def serve(big: tuple[Path, str]) -> Iterator[object]:
-    started: list[Served] = []
-
-    def start(*flags: str) -> Served:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zerocopy",
-                "serve",
-                str(big[0]),
-                "--port",
-                "0",
-                "--strategy",
-                "splice",
-                "--send-timeout",
-                "60",
-                *flags,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_limit_fds,
-            start_new_session=True,
-        )
-        served = Served(0, process)
-        started.append(served)
-        banner = readline_within(process)
-        served.port = int(banner.split("127.0.0.1:")[1].split("/")[0])
-        return served
-
-    yield start
-    for served in started:
-        if served.process.poll() is None:
-            code, served.stderr = stop_within(served.process, signal.SIGTERM)
-            assert code == 0, served.stderr
 
 
 def _silent_clients(port: int, count: int) -> list[socket.socket]:
@@ -170,9 +128,49 @@ def _read_all(clients: list[socket.socket], expected: str) -> list[int]:
     return statuses
 
 
-@pytest.mark.parametrize("padding", [0, 1, 2])
+Run = Callable[..., tuple[list[int], str]]
+
+
+@pytest.fixture
+def pressure(big: tuple[Path, str]) -> Iterator[Run]:
+    """``run(*flags, clients=, idle=)``: start a server with ``flags`` under the descriptor
+    limit, open ``idle`` idle connections and then ``clients`` silent ones, read every
+    response, stop the server; return the statuses and the server's stderr."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(*flags: str, clients: int = CLIENTS, idle: int = 0) -> tuple[list[int], str]:
+        process = subprocess.Popen(
+            [*SERVE, str(big[0]), *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_limit_fds,
+            start_new_session=True,
+        )
+        started.append(process)
+        port = int(readline_within(process).split("127.0.0.1:")[1].split("/")[0])
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(idle)]
+        silent = _silent_clients(port, clients)
+        try:
+            _wait_until_settled(silent)
+            statuses = _read_all(silent, big[1])
+        finally:
+            for sock in sockets + silent:
+                sock.close()
+        code, stderr = stop_within(process, signal.SIGTERM)
+        assert code == 0, stderr
+        assert "Traceback" not in stderr
+        return statuses, stderr
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            stop_within(process, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("idle", [0, 1, 2])
 def test_with_the_file_cached_a_splice_without_a_pipe_still_sends_a_whole_200(
-    serve: object, big: tuple[Path, str], padding: int
+    pressure: Run, idle: int
 ) -> None:
     # The file's descriptor is shared (open-file cache), so a splice connection takes three:
     # its socket and a pipe. Past the limit, accept fails when none is left, and pipe2 fails
@@ -180,54 +178,19 @@ def test_with_the_file_cached_a_splice_without_a_pipe_still_sends_a_whole_200(
     # with, so 0, 1 or 2 idle connections (one descriptor each) shift that count through
     # every residue. Before the fix (pipe taken after the head), each of the three runs sent
     # a 200 head and then a close to some clients.
-    served: Served = serve("--max-connections", "1000")  # type: ignore[operator]
-    idle = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(padding)]
-    clients = _silent_clients(served.port, CLIENTS)
-    try:
-        _wait_until_settled(clients)
-        statuses = _read_all(clients, big[1])
-    finally:
-        for sock in clients + idle:
-            sock.close()
-    code, served.stderr = stop_within(served.process, signal.SIGTERM)
-    assert code == 0
-    assert "Traceback" not in served.stderr
-    assert "pausing accept" in served.stderr or "no pipe: EMFILE" in served.stderr  # ran out
+    statuses, stderr = pressure("--max-connections", "1000", idle=idle)
+    assert "pausing accept" in stderr or "no pipe: EMFILE" in stderr  # descriptors ran out
     assert statuses == [200] * CLIENTS
 
 
-def test_with_each_file_opened_a_response_is_a_whole_200_or_a_503(
-    serve: object, big: tuple[Path, str]
-) -> None:
+def test_with_each_file_opened_a_response_is_a_whole_200_or_a_503(pressure: Run) -> None:
     # Each response opens the file: past the limit, the open fails first, before the head.
-    served: Served = serve("--max-connections", "1000", "--open-file-cache", "0")  # type: ignore[operator]
-    clients = _silent_clients(served.port, CLIENTS)
-    try:
-        _wait_until_settled(clients)
-        statuses = _read_all(clients, big[1])
-    finally:
-        for sock in clients:
-            sock.close()
-    code, served.stderr = stop_within(served.process, signal.SIGTERM)
-    assert code == 0
-    assert "Traceback" not in served.stderr
+    statuses, _ = pressure("--max-connections", "1000", "--open-file-cache", "0")
     assert statuses.count(503) >= 1
     assert statuses.count(200) >= 1
 
 
-def test_the_default_cap_leaves_every_splice_its_descriptors(
-    serve: object, big: tuple[Path, str]
-) -> None:
-    served: Served = serve()  # type: ignore[operator]
-    clients = _silent_clients(served.port, CLIENTS // 2)
-    try:
-        _wait_until_settled(clients)
-        statuses = _read_all(clients, big[1])
-    finally:
-        for sock in clients:
-            sock.close()
-    code, served.stderr = stop_within(served.process, signal.SIGTERM)
-    assert code == 0
-    assert statuses == [200] * len(clients)
-    assert "no pipe" not in served.stderr
-    assert "Traceback" not in served.stderr
+def test_the_default_cap_leaves_every_splice_its_descriptors(pressure: Run) -> None:
+    statuses, stderr = pressure(clients=CLIENTS // 2)
+    assert statuses == [200] * (CLIENTS // 2)
+    assert "no pipe" not in stderr

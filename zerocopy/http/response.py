@@ -205,6 +205,31 @@ def plan_content(
     return ResponsePlan(200, head, () if request.method == "HEAD" else (body,), keep_alive)
 
 
+def _precondition_plan(
+    request: Request,
+    etag: bytes | None,
+    mtime: int | None,
+    fields_304: bytes,
+    date: bytes,
+    keep_alive: bool,
+) -> ResponsePlan | None:
+    """The 304 (with ``fields_304``) or 412 that the preconditions call for, or ``None``."""
+    precondition = evaluate_preconditions(request, etag, mtime)
+    if precondition == 304:
+        head = _head(304, date, [fields_304], version=request.version, keep_alive=keep_alive)
+        return ResponsePlan(304, head, (), keep_alive)
+    if precondition == 412:
+        error = HTTPError(412, "precondition failed", close=False)
+        return plan_error(
+            error,
+            date=date,
+            version=request.version,
+            keep_alive=keep_alive,
+            head_only=request.method == "HEAD",
+        )
+    return None
+
+
 _NO_CACHE: Final = b"Cache-Control: no-cache\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
 """The end of a chunked body (RFC 9112 §7.1): the last chunk, no trailers."""
@@ -245,20 +270,13 @@ def plan_listing(
         412, 304, or 200 with :attr:`ResponsePlan.stream` set (``None`` for HEAD).
     """
     version = request.version
-    head_only = request.method == "HEAD"
-    precondition = evaluate_preconditions(request, None, None)
-    if precondition == 304:
-        # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
-        head = _head(304, date, [_NO_CACHE], version=version, keep_alive=keep_alive)
-        return ResponsePlan(304, head, (), keep_alive)
-    if precondition == 412:
-        error = HTTPError(412, "precondition failed", close=False)
-        return plan_error(
-            error, date=date, version=version, keep_alive=keep_alive, head_only=head_only
-        )
+    # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
+    refused = _precondition_plan(request, None, None, _NO_CACHE, date, keep_alive)
+    if refused is not None:
+        return refused
     fields = [b"Content-Type: %s\r\n" % content_type, _NO_CACHE]
     stream: Literal["chunked", "close"] | None = None
-    if head_only:
+    if request.method == "HEAD":
         pass
     elif version == "1.1":
         fields.append(b"Transfer-Encoding: chunked\r\n")
@@ -294,19 +312,9 @@ def plan_file(
     """
     version = request.version
     validators = _validators(rep.mtime, rep.etag)
-    precondition = evaluate_preconditions(request, rep.etag, rep.mtime)
-    if precondition == 304:
-        head = _head(304, date, [validators], version=version, keep_alive=keep_alive)
-        return ResponsePlan(304, head, (), keep_alive)
-    if precondition == 412:
-        error = HTTPError(412, "precondition failed", close=False)
-        return plan_error(
-            error,
-            date=date,
-            version=version,
-            keep_alive=keep_alive,
-            head_only=request.method == "HEAD",
-        )
+    refused = _precondition_plan(request, rep.etag, rep.mtime, validators, date, keep_alive)
+    if refused is not None:
+        return refused
 
     ranges: tuple[ByteRange, ...] | None = None
     if request.method == "GET":
