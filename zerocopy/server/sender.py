@@ -112,6 +112,21 @@ class Sender:
         counters.bytes_copied_in += len(data)
         return data
 
+    def check_peer(self, sock: socket.socket) -> None:
+        """Raise PeerGone if the client has reset the connection. Never blocks, never reads:
+        ``MSG_PEEK`` leaves any pipelined request where it is; a pending error (ECONNRESET,
+        or EPIPE after a write met a closed socket) comes back from the call. End of file is
+        not "gone": a client may half-close after its request and still read the answer.
+        """
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            self.counters.eagain["recvfrom"] += 1
+            return
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+        self.counters.syscalls["recvfrom"] += 1
+
     async def receive(self, sock: socket.socket) -> bytes:
         """Wait until the socket is readable, then read (``b""`` at end of stream).
 

@@ -158,6 +158,11 @@ class TLSSender:
         """
         return channel.receive_now(RECV_SIZE)
 
+    def check_peer(self, channel: TLSChannel) -> None:
+        """Raise PeerGone if the client has reset the connection (see ``Sender.check_peer``);
+        peeks at the raw socket, so no TLS record is consumed."""
+        channel.check_peer()
+
     async def receive(self, channel: TLSChannel) -> bytes:
         """Wait for decrypted bytes; bound it with a cancel scope.
 

@@ -285,6 +285,16 @@ class TLSChannel:
             counters.bytes_copied_out += sent
             view = view[sent:]
 
+    def check_peer(self) -> None:
+        """Raise PeerGone if the peer has reset the connection; never blocks, consumes
+        nothing: a ``MSG_PEEK`` on the raw socket, beneath TLS."""
+        try:
+            socket.socket.recv(self._sock, 1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+
     def close_notify(self) -> bool:
         """Send the close_notify alert if the socket takes it now; never waits.
 
