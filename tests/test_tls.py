@@ -131,11 +131,9 @@ async def test_stdlib_client_downloads_and_ranges(
 async def test_a_listing_streams_over_tls(tls_server: Server, www: Path, certs: Certs) -> None:
     # A listing's body is sent after its head, chunk by chunk, through the TLS channel; the
     # stdlib client reads the chunked page and the next request on the same connection.
+    requests: list[tuple[str, dict[str, str]]] = [("/list/", {}), ("/hello.txt", {})]
     results = await trio.to_thread.run_sync(
-        _stdlib_downloads,
-        tls_server.port,
-        certs.client_context(),
-        [("/list/", {}), ("/hello.txt", {})],
+        _stdlib_downloads, tls_server.port, certs.client_context(), requests
     )
     (status, page), (_, hello) = results
     assert status == 200
