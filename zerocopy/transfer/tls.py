@@ -458,7 +458,7 @@ class TLSReadWrite:
             view = memoryview(buffer)
             head = prefix
             while remaining:
-                got = await self._read(span.fd, view[: min(remaining, len(view))], offset)
+                got = await self._offload.read(span.fd, view[: min(remaining, len(view))], offset)
                 if got == 0:
                     counters.truncated += 1
                     if head:
@@ -472,32 +472,6 @@ class TLSReadWrite:
                 offset += got
                 remaining -= got
                 await trio.lowlevel.checkpoint()
-
-    async def _read(self, fd: int, into: memoryview, offset: int) -> int:
-        """Read what is cached without blocking; read the rest in a worker thread."""
-        counters = self._counters
-        if self._offload.enabled:
-            try:
-                got = os.preadv(fd, [into], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                counters.eagain["preadv2"] += 1
-            except OSError as exc:
-                if exc.errno != errno.EOPNOTSUPP:
-                    raise
-                got = os.preadv(fd, [into], offset)
-                counters.syscalls["preadv"] += 1
-                return got
-            else:
-                counters.syscalls["preadv2"] += 1
-                if got:
-                    return got
-            # Not cached, or a 0 that may mean "not cached" (see offload.py).
-            got = await self._offload.run(os.preadv, fd, [into], offset)
-            counters.syscalls["preadv"] += 1
-            return got
-        got = os.preadv(fd, [into], offset)
-        counters.syscalls["preadv"] += 1
-        return got
 
     def close(self) -> None:
         """Drop the pool's buffers."""
