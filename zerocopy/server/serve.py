@@ -56,6 +56,7 @@ from zerocopy.server.listing import ListingStatistics
 from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
 from zerocopy.server.respond import ContentPolicy, Responder
 from zerocopy.server.sender import Sender
+from zerocopy.server.tar import TarLimits
 from zerocopy.server.tls import TLSService
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
@@ -188,6 +189,7 @@ class ServerState:
             listing=config.listing,
             policy=policy,
             max_listing_entries=config.max_listing_entries,
+            tar=TarLimits(config.tar_max_files, config.tar_max_bytes) if config.tar else None,
         )
         self.auth = None
         if config.auth_file is not None:
