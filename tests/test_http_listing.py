@@ -13,7 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zerocopy.http import ListingQuery, choose_format, content_disposition, parse_listing_query
+from zerocopy.http import (
+    ListingQuery,
+    Request,
+    RequestParser,
+    choose_format,
+    content_disposition,
+    parse_listing_query,
+)
 from zerocopy.http.listing import MAX_ACCEPT_MEMBERS, MAX_QUERY_MEMBERS
 
 QUERY_CASES = [
@@ -192,3 +199,22 @@ def test_any_name_is_a_safe_field_value(name: str) -> None:
     value = content_disposition(name)
     assert value.isascii()
     assert all(0x20 <= byte < 0x7F for byte in value)
+
+
+def test_the_parser_keeps_accept_and_the_request_stays_plain() -> None:
+    # Accept only chooses a listing's format: a request with it may still take the fast path
+    # (which serves cached files, never directories).
+    parser = RequestParser()
+    parser.receive_data(
+        b"GET /f HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\nAccept-Encoding: br\r\n"
+        b"Accept: text/html;q=0.5\r\n\r\n"
+    )
+    request = parser.next_event()
+    assert isinstance(request, Request)
+    assert request.headers[b"accept"] == b"application/json, text/html;q=0.5"  # joined
+    assert request.plain is True
+    parser.receive_data(b"GET /f HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nRange: bytes=0-1\r\n\r\n")
+    request = parser.next_event()
+    assert isinstance(request, Request)
+    assert request.plain is False  # a range: not plain, with or without Accept
+    assert request.headers[b"accept"] == b"*/*"

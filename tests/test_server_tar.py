@@ -39,6 +39,7 @@ from tests.conftest import start_server, stop_server
 from tests.helpers import RawClient, open_fd_count, sha256_file
 from tests.test_clients import _need, _run
 from tests.test_tls import Certs
+from zerocopy.cli import _server_config, parse_args
 from zerocopy.files import Opened, Root
 from zerocopy.files.tar import TreeWalker
 from zerocopy.http import DateCache
@@ -886,3 +887,32 @@ async def test_the_served_page_is_valid_html5(site: Server) -> None:
         (response,) = await _exchange(site, (target, {}))
         html5lib.HTMLParser(strict=True).parse(response.body.decode("utf-8"))
         assert b'<a href="?download=tar">' in response.body
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_the_flags_reach_the_config(tmp_path: Path) -> None:
+    defaults = _server_config(parse_args(["serve", str(tmp_path)]))
+    assert (defaults.tar, defaults.tar_max_files, defaults.tar_max_bytes) == (
+        True,
+        65_535,
+        64 * 1024**3,
+    )
+    config = _server_config(
+        parse_args(
+            ["serve", str(tmp_path), "--no-tar", "--tar-max-files=7", "--tar-max-bytes=2GiB"]
+        )
+    )
+    assert (config.tar, config.tar_max_files, config.tar_max_bytes) == (False, 7, 2 * 1024**3)
+    settings = tmp_path / "zerocopy.toml"
+    settings.write_text('no-tar = true\ntar-max-files = 9\ntar-max-bytes = "5MiB"\n')
+    config = _server_config(parse_args(["serve", str(tmp_path), "--config", str(settings)]))
+    assert (config.tar, config.tar_max_files, config.tar_max_bytes) == (False, 9, 5 * 1024**2)
+
+
+@pytest.mark.parametrize("flags", [["--tar-max-files=0"], ["--tar-max-bytes=lots"]])
+def test_bad_values_are_usage_errors(tmp_path: Path, flags: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["serve", str(tmp_path), *flags])
+    assert exited.value.code == 2
