@@ -14,6 +14,7 @@ right, or cut short (the server closes before Content-Length), never padded or w
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import io
@@ -581,9 +582,9 @@ async def test_a_file_truncated_while_it_is_sent_ends_the_connection(
     real_open = Archives._open
 
     def opened_then_truncated(
-        self: Archives, member: Any, walker: TreeWalker, prepared: Prepared
+        self: Archives, member: Any, walker: TreeWalker, prepared: Prepared, release: str
     ) -> Opened:
-        opened = real_open(self, member, walker, prepared)
+        opened = real_open(self, member, walker, prepared, release)
         if member[0] == "big.bin":
             os.truncate(tree.top / "big.bin", BIG // 2)  # after its size was checked
         return opened
@@ -621,9 +622,11 @@ async def test_at_most_one_file_is_open_at_a_time(
                 count += 1
         return count
 
-    def counting(self: Archives, member: Any, walker: TreeWalker, prepared: Prepared) -> Opened:
+    def counting(
+        self: Archives, member: Any, walker: TreeWalker, prepared: Prepared, release: str
+    ) -> Opened:
         nonlocal most
-        opened = real_open(self, member, walker, prepared)
+        opened = real_open(self, member, walker, prepared, release)
         most = max(most, files_open())
         return opened
 
@@ -631,6 +634,101 @@ async def test_at_most_one_file_is_open_at_a_time(
     (response,) = await _exchange(site, ("/d/?download=tar", {}))
     assert response.status == 200
     assert most == 1
+
+
+async def test_a_directory_that_cannot_be_read_is_a_500(
+    site: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_walk = TreeWalker.walk
+    walkers = []
+
+    def failing(self: TreeWalker, count: int) -> bool:
+        real_walk(self, 1)  # a directory is open now
+        walkers.append(self)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(TreeWalker, "walk", failing)
+    with caplog.at_level(logging.ERROR, logger="zerocopy.server"):
+        response, after = await _exchange(site, ("/d/?download=tar", {}), ("/d/a.txt", {}))
+    assert response.status == 500
+    assert after.body == b"hello\n"
+    (walker,) = walkers
+    with pytest.raises(ValueError, match="after close"):
+        real_walk(walker, 1)  # the walk's directory was closed
+    assert any("Input/output error" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def releases(tmp_path: Path) -> tuple[Path, Callable[[str], None]]:
+    """``current`` -> ``releases/1``, two releases of the same shape (same sizes, other
+    bytes), and a function that switches ``current`` atomically."""
+    for release in ("1", "2"):
+        top = tmp_path / "releases" / release / "d"
+        top.mkdir(parents=True)
+        for index in range(4):
+            (top / f"f{index}").write_bytes(release.encode() * 5000)
+    current = tmp_path / "current"
+    os.symlink("releases/1", current)
+
+    def switch(release: str) -> None:
+        link = tmp_path / "current.new"
+        os.symlink(f"releases/{release}", link)
+        os.replace(link, current)
+
+    return current, switch
+
+
+async def test_an_archive_comes_whole_from_one_release(
+    nursery: trio.Nursery,
+    releases: tuple[Path, Callable[[str], None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    current, switch = releases
+    server = await start_server(nursery, root=str(current))
+    root = server._state.root
+    try:
+        # Switched during the walk: walked again, from the new release.
+        real_walk = TreeWalker.walk
+        switched = False
+
+        def switching(self: TreeWalker, count: int) -> bool:
+            nonlocal switched
+            done = real_walk(self, count)
+            if not switched:
+                switched = True
+                switch("2")
+                root.check()  # what the open-file cache does when inotify reports it
+            return done
+
+        monkeypatch.setattr(TreeWalker, "walk", switching)
+        (response,) = await _exchange(server, ("/d/?download=tar", {}))
+        assert response.status == 200
+        with tarfile.open(fileobj=io.BytesIO(response.body)) as reader:
+            contents = {
+                reader.extractfile(info).read()  # type: ignore[union-attr]
+                for info in reader.getmembers()
+                if info.isreg()
+            }
+        assert contents == {b"2" * 5000}
+        monkeypatch.undo()
+
+        # Switched after the walk: the archive ends rather than mix the two.
+        real_send = Archives.send
+
+        async def send(self: Archives, sock: Any, sender: Any, **kwargs: Any) -> int:
+            switch("1")
+            root.check()
+            return await real_send(self, sock, sender, **kwargs)
+
+        monkeypatch.setattr(Archives, "send", send)
+        with caplog.at_level(logging.ERROR, logger="zerocopy.server"):
+            _, body, cut = await _cut_download(server.port, "/d/?download=tar")
+        assert cut
+        assert b"1" * 5000 not in body
+        assert any("in another release" in r.getMessage() for r in caplog.records)
+    finally:
+        await stop_server(server)
 
 
 @dataclass

@@ -24,11 +24,13 @@ Theory of operation:
   :data:`FLUSH` bytes at a time). The file is closed before the next is opened.
 * **The tree may change under the archive.** A member that is gone, is refused now (it became
   a symlink, or leads out of the root), changed type, or whose size is not the walk's, ends
-  the connection before its header is sent (:class:`ArchiveChanged`); a file truncated while
-  its data is sent ends it as a single file does (``FileTruncated`` from the strategy). The
-  client sees fewer bytes than Content-Length announced, so it knows the download failed;
-  the archive is never padded and never holds bytes that are not the file's. Both are logged
-  as a truncated single file is, with the path. A file that grows after it was opened is sent
+  the connection before its header is sent (:class:`ArchiveChanged`), and so does a root
+  switched to another directory since the walk (a deploy: an archive comes whole from one
+  release; a switch during the walk walks again, once); a file truncated while its data is
+  sent ends it as a single file does (``FileTruncated`` from the strategy). The client sees
+  fewer bytes than Content-Length announced, so it knows the download failed; the archive is
+  never padded and never holds bytes that are not the file's. Both are logged as a truncated
+  single file is, with the path. A file that grows after it was opened is sent
   with the length the walk saw, as a growing single file is sent with its length at open.
 * After the head, any failure can only close the connection (as for every response).
 """
@@ -74,6 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("zerocopy.server")
 
+_WALKS: Final = 2
+"""Walks tried when the root is switched to another directory (a deploy) during one: an
+archive comes whole from one release. After a second switch, 503."""
 BATCH: Final = 512
 """Names read per worker-thread call of the walk, as listings read them: a few milliseconds."""
 FLUSH: Final = 64 * 1024
@@ -235,6 +240,56 @@ class Archives:
         """
         self._walks += 1
         name = self.archive_name(segments)
+        root = self._root
+        for _ in range(_WALKS):
+            release = root.path
+            try:
+                walker = await self._walk(sock, sender, segments, name)
+            except OSError as exc:
+                logger.error("tar of %s: %s", safe_text("/".join(segments) + "/"), exc)
+                error = HTTPError(500, "directory unreadable", close=False)
+                prepared.plan = self._error(error, request, keep_alive)
+                return
+            except BaseException:
+                self._stopped += 1
+                raise
+            if root.path == release:
+                break
+        else:
+            # Deploys are rare and quick: the client may try again at once.
+            error = HTTPError(
+                503,
+                "root switched during the walk",
+                close=False,
+                headers=((b"Retry-After", b"1"),),
+            )
+            prepared.plan = self._error(error, request, keep_alive)
+            return
+        if walker.over is not None:
+            self._refused += 1
+            prepared.plan = self._too_large(walker.over, request, keep_alive)
+            return
+        plan = plan_archive(
+            request,
+            walker.length,
+            content_disposition(name + ".tar"),
+            date=self._dates.now(),
+            keep_alive=keep_alive,
+            extra=self._common,
+        )
+        prepared.plan = plan
+        if plan.stream is not None:
+            prepared.stream = partial(self.send, walker=walker, prepared=prepared, release=release)
+
+    async def _walk(
+        self, sock: Any, sender: ArchiveSender, segments: tuple[str, ...], name: str
+    ) -> TreeWalker:
+        """Walk the tree in worker-thread steps, looking at the socket before each.
+
+        Raises:
+            OSError: A directory could not be read.
+            PeerGone: The client reset the connection.
+        """
         walker = TreeWalker(
             self._root,
             segments,
@@ -251,33 +306,12 @@ class Archives:
                 sender.check_peer(sock)
                 try:
                     done = await trio.to_thread.run_sync(walker.walk, batch, limiter=limiter)
-                except OSError as exc:
-                    logger.error("tar of %s: %s", safe_text("/".join(segments) + "/"), exc)
-                    prepared.plan = self._error(
-                        HTTPError(500, "directory unreadable", close=False), request, keep_alive
-                    )
-                    return
                 finally:
                     self._batches += 1
         except BaseException:
-            self._stopped += 1
             walker.close()
             raise
-        if walker.over is not None:
-            self._refused += 1
-            prepared.plan = self._too_large(walker.over, request, keep_alive)
-            return
-        plan = plan_archive(
-            request,
-            walker.length,
-            content_disposition(name + ".tar"),
-            date=self._dates.now(),
-            keep_alive=keep_alive,
-            extra=self._common,
-        )
-        prepared.plan = plan
-        if plan.stream is not None:
-            prepared.stream = partial(self.send, walker=walker, prepared=prepared)
+        return walker
 
     def _error(self, error: HTTPError, request: Request, keep_alive: bool) -> ResponsePlan:
         return plan_error(
@@ -313,16 +347,19 @@ class Archives:
             detail=detail.encode("ascii"),
         )
 
-    def _open(self, member: Member, walker: TreeWalker, prepared: Prepared) -> Opened:
+    def _open(self, member: Member, walker: TreeWalker, prepared: Prepared, release: str) -> Opened:
         """Open a member as a request would, and check it against the walk.
 
         Raises:
-            ArchiveChanged: It is gone, refused, or not what the walk saw.
+            ArchiveChanged: It is gone, refused, or not what the walk saw, or the root was
+                switched to another directory (a deploy) since the walk.
         """
         segments = walker.segments(member)
         root = self._root
         name = walker.archive_name(member)
         prepared.path = root.path_of(segments)
+        if root.path != release:
+            raise ArchiveChanged(name, f"is in another release ({safe_text(root.path)})")
         try:
             opened = root.open(segments)
         except Refused as exc:
@@ -339,7 +376,13 @@ class Archives:
         return opened
 
     async def send(
-        self, sock: Any, sender: ArchiveSender, *, walker: TreeWalker, prepared: Prepared
+        self,
+        sock: Any,
+        sender: ArchiveSender,
+        *,
+        walker: TreeWalker,
+        prepared: Prepared,
+        release: str,
     ) -> int:
         """Send the archive, as the body of a response whose head has gone out.
 
@@ -349,6 +392,8 @@ class Archives:
                 data, ``send_bytes`` for the rest.
             walker: The finished walk: its members, in order.
             prepared: Its ``path`` names the member being sent, for the log of a failure.
+            release: The root's real path during the walk: every member comes from it (a
+                root switched to another release ends the archive).
 
         Returns:
             Bytes sent: the archive's length.
@@ -377,7 +422,7 @@ class Archives:
                     mtime=mtime,
                     executable=executable,
                 )
-                opened = self._open(member, walker, prepared)
+                opened = self._open(member, walker, prepared, release)
                 try:
                     if is_dir or not size:
                         pending += header
