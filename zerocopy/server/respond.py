@@ -13,8 +13,8 @@ Two paths:
   directory listing is read and rendered after its head has gone, by the plan's stream
   (``listing.py``), and a tar download's tree is walked by the plan's ``ready`` step before
   its head, which needs the archive's length (``tar.py``). Every failure before the head is
-    sent becomes an error plan, so the connection loop only ever sends plans. Every plan carries
-  the operator's fields (``nosniff``, CORS; and for files ``Cache-Control`` and the
+  sent becomes an error plan, so the connection loop only ever sends plans. Every plan
+  carries the operator's fields (``nosniff``, CORS; and for files ``Cache-Control`` and the
   ``--header`` rules).
 """
 
