@@ -688,6 +688,11 @@ async def test_an_archive_comes_whole_from_one_release(
     server = await start_server(nursery, root=str(current))
     root = server._state.root
     try:
+        # The root's archive is named as the root was given, whichever release it holds.
+        (whole,) = await _exchange(server, ("/?download=tar", {}))
+        assert 'filename="current.tar"' in (whole.header("Content-Disposition") or "")
+        with tarfile.open(fileobj=io.BytesIO(whole.body)) as reader:
+            assert reader.getnames()[:2] == ["current", "current/d"]
         # Switched during the walk: walked again, from the new release.
         real_walk = TreeWalker.walk
         switched = False

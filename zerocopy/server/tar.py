@@ -200,11 +200,13 @@ class Archives:
         )
 
     def archive_name(self, segments: tuple[str, ...]) -> str:
-        """The top directory of the archive of ``segments``: the directory's name, or the
-        root's (``root`` when it has none that can be written, such as ``/``)."""
+        """The top directory of the archive of ``segments``: the directory's name, or for the
+        root the name it was given (``www`` for ``zerocopy serve /srv/www``, the same for
+        every release behind a ``current`` symlink), or ``root`` when it has none that can be
+        written (``/``)."""
         if segments:
             return segments[-1]
-        name = self._root.path.rstrip("/").rpartition("/")[2]
+        name = self._root.configured.rstrip("/").rpartition("/")[2]
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
