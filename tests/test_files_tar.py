@@ -319,6 +319,26 @@ def test_the_walk_stops_past_max_bytes(tree: Path) -> None:
     assert short.length <= full - 1
 
 
+def test_the_walk_stops_at_the_first_member_past_max_bytes(tree: Path) -> None:
+    # At every boundary, a directory's header or a file's: the members are exactly those that
+    # fit, and the walk reads nothing after the one that did not.
+    full = _walk(tree)
+    ends = []
+    length = 0
+    for member in full.members:
+        _, is_dir, size, mtime, _ = member
+        length += member_length(full.archive_name(member), is_dir=is_dir, size=size, mtime=mtime)
+        ends.append(length)
+    assert any(member[1] for member in full.members[1:])  # directories after the first
+    for index, end in enumerate(ends):
+        fits = _walk(tree, max_bytes=end + len(END))
+        assert fits.members[: index + 1] == full.members[: index + 1]
+        short = _walk(tree, max_bytes=end + len(END) - 1)
+        assert short.over == "bytes"
+        assert short.members == full.members[:index]
+        assert short.length == (ends[index - 1] if index else 0)
+
+
 def test_the_walk_goes_in_steps(tree: Path) -> None:
     root = Root(str(tree))
     walker = TreeWalker(root, ("d",), name="d", dotfiles=False, max_entries=100, max_bytes=1 << 30)

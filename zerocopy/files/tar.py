@@ -280,11 +280,14 @@ class TreeWalker:
             raise ValueError("TreeWalker.walk() after close()")
         budget = count
         while budget > 0:
-            if self._current is None and not self._open_next():
-                self._finish()
-                return True
             if self._current is None:
-                continue  # That directory was left out.
+                if not self._open_next():
+                    self._finish()
+                    return True
+                if self.done:
+                    return True  # Its own header was past the limit.
+                if self._current is None:
+                    continue  # That directory was left out.
             opened, scan, relative, chain = self._current
             top = not relative and not self._base
             for item in scan:

@@ -315,7 +315,9 @@ class Archives:
             raise
         return walker
 
-    def _error(self, error: HTTPError, request: Request, keep_alive: bool) -> ResponsePlan:
+    def _error(
+        self, error: HTTPError, request: Request, keep_alive: bool, detail: str = ""
+    ) -> ResponsePlan:
         return plan_error(
             error,
             date=self._dates.now(),
@@ -323,6 +325,7 @@ class Archives:
             keep_alive=keep_alive,
             head_only=request.method == "HEAD",
             extra=self._common,
+            detail=detail.encode("ascii"),
         )
 
     def _too_large(self, over: str, request: Request, keep_alive: bool) -> ResponsePlan:
@@ -339,15 +342,7 @@ class Archives:
                 "instead.\n"
             )
         error = HTTPError(413, f"archive past --tar-max-{over}", close=False)
-        return plan_error(
-            error,
-            date=self._dates.now(),
-            version=request.version,
-            keep_alive=keep_alive,
-            head_only=request.method == "HEAD",
-            extra=self._common,
-            detail=detail.encode("ascii"),
-        )
+        return self._error(error, request, keep_alive, detail)
 
     def _open(self, member: Member, walker: TreeWalker, prepared: Prepared, release: str) -> Opened:
         """Open a member as a request would, and check it against the walk.
