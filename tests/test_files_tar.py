@@ -253,6 +253,16 @@ def test_an_archive_is_its_members(tree: Path) -> None:
     assert read["d/sub/deeper/c.txt"].size == 3
 
 
+def test_names_no_request_can_reach_are_left_out(tree: Path) -> None:
+    base = os.fsencode(tree / "d")
+    for raw in (b"back\\slash", b"bad\xff", b"\xed\xa0\x80surrogate"):
+        with open(base + b"/" + raw, "wb") as f:
+            f.write(b"x")
+    paths = _paths(_walk(tree))
+    assert "d/a.txt" in paths
+    assert not [path for path in paths if "\\" in path or "slash" in path or "bad" in path]
+
+
 def test_dot_files_with_dotfiles_allow(tree: Path) -> None:
     paths = _paths(_walk(tree, dotfiles=True))
     assert {"d/.git/", "d/.git/config", "d/.env", "d/.well-known/"} <= set(paths)

@@ -29,8 +29,8 @@ archive holds exactly what a GET could fetch one by one:
   in the directory's own order (GNU tar's default), and its subdirectories come after them,
   by name, each followed by its own tree.
 * Names starting with a dot are left out unless dot files are served (``.well-known`` at the
-  top of the root excepted, as for requests); names that are not UTF-8 are left out (no
-  request can name them).
+  top of the root excepted, as for requests); names that are not UTF-8, or hold a backslash,
+  are left out (no request can name them: the HTTP layer refuses both).
 * Symlinks are left out unless the server follows them; then each is opened with
   ``Root.open`` (which refuses links that lead out of the root) and described by what it
   leads to. A directory reached twice on one path (a link to an ancestor, a bind mount) is
@@ -340,6 +340,8 @@ class TreeWalker:
         name = item.name
         if not self._dotfiles and _hidden(name, top):
             return
+        if "\\" in name:
+            return  # The HTTP layer refuses a backslash in a path (400): no GET reaches it.
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:  # Undecodable bytes, held as surrogates.
