@@ -247,7 +247,7 @@ async def test_curl_downloads_and_tar_extracts(site: Server, tree: Tree, tmp_pat
     else:
         assert zero_copy == data
         assert copied == len(head) + length - data
-    stats = _archives(site).statistics()
+    stats = site.statistics().archives
     assert (stats.walks, stats.started, stats.completed, stats.stopped) == (1, 1, 1, 0)
     assert stats.members == sum(
         1 for v in expected.values() if v != "dir" and v != hashlib.sha256(b"").hexdigest()
@@ -303,7 +303,7 @@ async def test_stdlib_client_keeps_the_connection_and_head_walks_only(
     assert "ETag" not in fields
     assert hello == b"hello\n"  # the framing held: the next response is the next request's
     check_tarfile(body, tree.expected())
-    stats = _archives(site).statistics()
+    stats = site.statistics().archives
     assert (stats.walks, stats.started, stats.completed) == (2, 1, 1)  # HEAD walked, sent nothing
 
 
@@ -412,7 +412,7 @@ async def test_past_a_limit_is_413(
         assert after.body == b"hello\n"
         (head_refused,) = await _exchange(server, ("/d/?download=tar", {}), method="HEAD")
         assert head_refused.status == 413
-        stats = _archives(server).statistics()
+        stats = server.statistics().archives
         assert (stats.walks, stats.refused, stats.started) == (2, 2, 0)
     finally:
         await stop_server(server)
@@ -475,7 +475,7 @@ async def test_conditionals_need_no_walk(
 ) -> None:
     (response,) = await _exchange(site, ("/d/?download=tar", headers))
     assert response.status == status
-    assert _archives(site).statistics().walks == 0
+    assert site.statistics().archives.walks == 0
 
 
 # -- the tree changes under the archive -------------------------------------------------------
@@ -572,7 +572,7 @@ async def test_a_member_changed_after_the_walk_ends_the_connection(
     assert "truncated while being sent" in lines[0]
     assert "connection closed" in lines[0]
     assert ("b.txt" in lines[0]) or ("deeper" in lines[0])
-    stats = _archives(site).statistics()
+    stats = site.statistics().archives
     assert (stats.started, stats.completed, stats.stopped) == (1, 0, 1)
 
 
