@@ -9,6 +9,7 @@ holds none, and Python's ``unicode_escape`` codec reads it back as the name.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
 import stat
@@ -21,28 +22,38 @@ import pytest
 
 from tests.oracles import is_visible, unescape
 from zerocopy.files import (
+    JSON_TAIL,
     PAGE_TAIL,
     DirectoryReader,
     Entry,
     Root,
+    human_size,
     read_entries,
     render_head,
+    render_json_head,
+    render_json_rows,
     render_listing,
     render_rows,
+    rfc3339,
+    sort_rows,
 )
 
 
 @dataclass
 class Page(HTMLParser):
-    """The links, tags and title of a rendered listing."""
+    """The links, tags and title of a rendered listing: ``links`` are those of the table's
+    rows (the entries, and ``../``), ``controls`` the others (the column headers' sort links,
+    the tar download)."""
 
     links: list[tuple[str, str]] = field(default_factory=list)  # (href, text)
+    controls: list[tuple[str, str]] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
     attributes: set[str] = field(default_factory=set)
     title: str = ""
     _href: str | None = None
     _text: list[str] = field(default_factory=list)
     _in_title: bool = False
+    _in_rows: bool = False
 
     def __post_init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -54,11 +65,16 @@ class Page(HTMLParser):
             self._href = dict(attrs)["href"]
             self._text = []
         self._in_title = tag == "title"
+        if tag == "tbody":
+            self._in_rows = True
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._href is not None:
-            self.links.append((self._href, "".join(self._text)))
+            found = self.links if self._in_rows else self.controls
+            found.append((self._href, "".join(self._text)))
             self._href = None
+        if tag == "tbody":
+            self._in_rows = False
         self._in_title = False
 
     def handle_data(self, data: str) -> None:
@@ -155,7 +171,8 @@ def test_entries_describe_the_files(tmp_path: Path) -> None:
     assert directory.name == "d"
     assert directory.is_dir
     body = render_listing([directory, file], "/x/")
-    assert b"2001-09-09 01:46" in body
+    assert b'<time datetime="2001-09-09T01:46:40Z">2001-09-09<span class="t"> 01:46</span>' in body
+    assert b'title="5 bytes">5 B<' in body
 
 
 @pytest.mark.parametrize("path", ["/", "/sub/", "/a/b/"])
@@ -187,12 +204,32 @@ def test_no_markup_is_injected(hostile: Path) -> None:
         "body",
         "h1",
         "table",
+        "thead",
+        "tbody",
         "tr",
         "th",
         "td",
         "a",
+        "time",
+        "span",
     }
-    assert page.attributes == {"lang", "charset", "href", "class"}
+    assert page.attributes == {
+        "lang",
+        "charset",
+        "name",
+        "content",
+        "href",
+        "class",
+        "title",
+        "datetime",
+        "aria-sort",
+    }
+    # The only other links: the column headers' sorts.
+    assert [href for href, _ in page.controls] == [
+        "?sort=name&order=desc",
+        "?sort=size&order=asc",
+        "?sort=mtime&order=asc",
+    ]
     assert page.title == 'Index of /<script>alert("t")</script>&/'
 
 
@@ -351,12 +388,14 @@ def test_dates_beyond_time_t_do_not_break_the_page(mtime: float) -> None:
     body = render_listing([Entry("far", False, 1, mtime), Entry("near", False, 1, 0.0)], "/")
     page = parse(body)
     assert [text for _, text in page.links] == ["far", "near"]
-    assert b"1970-01-01 00:00" in body
+    assert b'<time datetime="1970-01-01T00:00:00Z">1970-01-01' in body
+    assert b'<td class="m">-</td>' in body
 
 
 def test_directory_size_is_not_shown() -> None:
     body = render_listing([Entry("d", True, 4096, 0.0), Entry("f", False, 4096, 0.0)], "/")
-    assert body.count(b">4096<") == 1
+    assert body.count(b">4.0 KiB<") == 1
+    assert body.count(b'<td class="s"></td>') == 1
 
 
 # -- bounds: at most `limit` entries read, in batches, and a note when the directory is cut ------
@@ -467,3 +506,193 @@ def test_the_page_is_its_pieces() -> None:
         render_listing(rows, "/x/")
         == render_head("/x/") + render_rows(rows[:1]) + render_rows(rows[1:]) + PAGE_TAIL
     )
+
+
+# -- order, sizes, dates ---------------------------------------------------------------------
+
+
+SORT_ROWS = [
+    ("b", False, 10, 300.0),
+    ("a", False, 30, 100.0),
+    ("c", False, 20, 200.0),
+    ("z", True, 4096, 50.0),
+    ("y", True, 4096, 500.0),
+    ("tie", False, 20, 100.0),
+]
+SORT_CASES = [
+    ("name", False, ["y", "z", "a", "b", "c", "tie"]),
+    ("name", True, ["z", "y", "tie", "c", "b", "a"]),
+    ("size", False, ["y", "z", "b", "c", "tie", "a"]),  # directories by name; ties by name
+    ("size", True, ["z", "y", "a", "tie", "c", "b"]),
+    ("mtime", False, ["z", "y", "a", "tie", "c", "b"]),
+    ("mtime", True, ["y", "z", "b", "c", "tie", "a"]),
+    ("bogus", False, ["y", "z", "a", "b", "c", "tie"]),
+]
+
+
+@pytest.mark.parametrize(("key", "descending", "expected"), SORT_CASES)
+def test_sorting_keeps_directories_first(key: str, descending: bool, expected: list[str]) -> None:
+    rows = list(SORT_ROWS)
+    assert [row[0] for row in sort_rows(rows, key, descending=descending)] == expected
+
+
+def test_the_reader_sorts_as_asked(tmp_path: Path) -> None:
+    for name, size in [("small", 1), ("large", 300), ("middle", 20)]:
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "dir").mkdir()
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    reader = DirectoryReader(fd, follow_symlinks=False, limit=100, sort="size", descending=True)
+    try:
+        assert reader.read(100)
+    finally:
+        reader.close()
+        os.close(fd)
+    assert [row[0] for row in reader.entries] == ["dir", "large", "middle", "small"]
+
+
+SIZE_CASES = [
+    (0, "0 B"),
+    (1, "1 B"),
+    (1023, "1023 B"),
+    (1024, "1.0 KiB"),
+    (1536, "1.5 KiB"),
+    (1024 * 1024 - 52, "1023.9 KiB"),
+    (1024 * 1024 - 51, "1.0 MiB"),  # 1023.95 KiB would round to 1024.0: the next unit
+    (1024 * 1024, "1.0 MiB"),
+    (5 * 1024**3 + 1, "5.0 GiB"),
+    (10**12, "931.3 GiB"),
+    (2**63 - 1, "8.0 EiB"),
+    (2**64, "16.0 EiB"),
+]
+
+
+@pytest.mark.parametrize(("size", "shown"), SIZE_CASES)
+def test_human_sizes(size: int, shown: str) -> None:
+    assert human_size(size) == shown
+
+
+@pytest.mark.parametrize(
+    ("mtime", "expected"),
+    [
+        (0.0, "1970-01-01T00:00:00Z"),
+        (1_000_000_000.9, "2001-09-09T01:46:40Z"),
+        (-1.0, "1969-12-31T23:59:59Z"),
+        (253402300799.0, "9999-12-31T23:59:59Z"),
+        (253402300800.0, None),  # year 10000: beyond RFC 3339
+        (-62167219201.0, None),  # year -1
+        (1e17, None),
+        (2.0**70, None),
+        (float("nan"), None),
+    ],
+)
+def test_rfc3339(mtime: float, expected: str | None) -> None:
+    assert rfc3339(mtime) == expected
+
+
+def test_column_headers_link_to_the_sort_and_toggle_the_current_one() -> None:
+    rows = [Entry("f", False, 1, 0.0)]
+    for key in ("name", "size", "mtime"):
+        for descending in (False, True):
+            page = parse(render_listing(rows, "/d/", sort=key, descending=descending))
+            expected = [
+                f"?sort={column}&order={'asc' if column != key or descending else 'desc'}"
+                for column in ("name", "size", "mtime")
+            ]
+            assert [href for href, _ in page.controls] == expected
+
+
+def test_the_tar_link_is_offered_only_when_tar_is_on() -> None:
+    rows = [Entry("f", False, 1, 0.0)]
+    assert ("?download=tar", "Download this directory as a .tar") in parse(
+        render_listing(rows, "/d/", tar=True)
+    ).controls
+    assert "?download=tar" not in [href for href, _ in parse(render_listing(rows, "/d/")).controls]
+
+
+# -- the page is valid HTML, and works without anything else --------------------------------------
+
+
+def _strict_html(body: bytes) -> None:
+    html5lib = pytest.importorskip("html5lib")
+    parser = html5lib.HTMLParser(strict=True)
+    parser.parse(body.decode("utf-8"))  # raises ParseError at the first error of the spec
+
+
+@pytest.mark.parametrize("path", ["/", "/sub/", '/<script>alert("t")</script>&/', "/d\r\n\u202e/"])
+@pytest.mark.parametrize("tar", [False, True])
+def test_the_page_is_valid_html5(hostile: Path, path: str, tar: bool) -> None:
+    entries = listing(hostile)
+    _strict_html(render_listing(entries, path, tar=tar))
+    _strict_html(render_listing(entries, path, cut=(10, 5), sort="mtime", descending=True))
+    _strict_html(render_listing([], path))
+
+
+def test_the_page_needs_nothing_else() -> None:
+    body = render_listing([Entry("f", False, 1, 0.0)], "/d/", tar=True).decode()
+    # Phones: a viewport, and long names wrap instead of widening the page.
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in body
+    assert "overflow-wrap:anywhere" in body
+    # No script, no external resource: the CSP the server sends allows only inline style.
+    lowered = body.lower()
+    for needle in ("<script", "<link", "<img", "src=", "url(", "@import", "http:", "https:"):
+        assert needle not in lowered, needle
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+
+def _json(entries: list[Entry], path: str = "/d/", **options: object) -> dict[str, object]:
+    body = (
+        render_json_head(path, **options)  # type: ignore[arg-type]
+        + render_json_rows(entries[:3], first=True)
+        + render_json_rows(entries[3:5], first=False)
+        + render_json_rows(entries[5:], first=False)
+        + JSON_TAIL
+    )
+    document = json.loads(body.decode("utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def test_json_lists_every_entry_exactly(hostile: Path) -> None:
+    entries = listing(hostile)
+    document = _json(entries, '/<a "b">/\u202e/')
+    assert document["path"] == '/<a "b">/\u202e/'
+    assert document["truncated"] is False
+    assert (document["sort"], document["order"]) == ("name", "asc")
+    listed = document["entries"]
+    assert isinstance(listed, list)
+    assert len(listed) == len(entries)
+    base = "http://example.test/d/"
+    for item, entry in zip(listed, entries, strict=True):
+        assert item["name"] == entry.name  # the real name, not the escaped label
+        assert item["type"] == ("directory" if entry.is_dir else "file")
+        assert item["size"] == (None if entry.is_dir else entry.size)
+        assert item["mtime"] == rfc3339(entry.mtime)
+        url = urlsplit(urljoin(base, item["link"]))
+        assert (url.scheme, url.netloc, url.query, url.fragment) == ("http", "example.test", "", "")
+        assert unquote(url.path, errors="strict") == "/d/" + entry.name + (
+            "/" if entry.is_dir else ""
+        )
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 7])
+def test_json_is_valid_for_any_batching(count: int) -> None:
+    entries = [Entry(f"f{index}", False, index, 0.0) for index in range(count)]
+    document = _json(entries)
+    assert [item["name"] for item in document["entries"]] == [  # type: ignore[attr-defined]
+        entry.name for entry in entries
+    ]
+
+
+def test_a_cut_json_listing_says_so() -> None:
+    document = _json([Entry("a", False, 1, 0.0)], cut=(10, 1), sort="size", descending=True)
+    assert document["truncated"] is True
+    assert (document["sort"], document["order"]) == ("size", "desc")
+
+
+def test_json_dates_beyond_rfc3339_are_null() -> None:
+    document = _json([Entry("far", False, 1, 1e17)])
+    assert document["entries"] == [
+        {"name": "far", "type": "file", "size": 1, "mtime": None, "link": "far"}
+    ]

@@ -270,6 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file under DIR (/index.html) sent with 200 for a missing path whose last "
         "segment has no dot: the routes of a single-page application",
     )
+    tar = serve.add_argument_group("directory downloads (GET /dir/?download=tar)")
+    tar.add_argument(
+        "--no-tar",
+        dest="tar",
+        action="store_false",
+        help="do not offer listed directories as tar archives (?download=tar is then ignored)",
+    )
+    tar.add_argument(
+        "--tar-max-files",
+        type=_count,
+        metavar="N",
+        default=_default(ServerConfig, "tar_max_files"),
+        help="names one archive's walk may read (files, directories, names left out); 413 past it",
+    )
+    tar.add_argument(
+        "--tar-max-bytes",
+        type=_size,
+        metavar="BYTES",
+        default=_default(ServerConfig, "tar_max_bytes"),
+        help="largest archive (e.g. 64GiB); 413 past it",
+    )
     fields = serve.add_argument_group("response header fields")
     fields.add_argument(
         "--cache-control",
@@ -577,6 +598,9 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         auth_file=args.auth_file,
         auth_realm=args.auth_realm,
         max_listing_entries=args.max_listing_entries,
+        tar=args.tar,
+        tar_max_files=args.tar_max_files,
+        tar_max_bytes=args.tar_max_bytes,
     )
 
 

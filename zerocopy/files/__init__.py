@@ -9,20 +9,27 @@ from __future__ import annotations
 from zerocopy.files.cache import REVALIDATE_MODES, CachedFile, CacheStatistics, OpenFileCache
 from zerocopy.files.errors import Refused, refusal
 from zerocopy.files.listing import (
+    JSON_TAIL,
     MAX_LISTING_ENTRIES,
     PAGE_TAIL,
     DirectoryReader,
     Entry,
     Row,
+    human_size,
     read_entries,
     render_head,
+    render_json_head,
+    render_json_rows,
     render_listing,
     render_rows,
+    rfc3339,
+    sort_rows,
 )
 from zerocopy.files.metadata import content_type, etag
 from zerocopy.files.root import Opened, Root
 
 __all__ = [
+    "JSON_TAIL",
     "MAX_LISTING_ENTRIES",
     "PAGE_TAIL",
     "REVALIDATE_MODES",
@@ -37,9 +44,14 @@ __all__ = [
     "Row",
     "content_type",
     "etag",
+    "human_size",
     "read_entries",
     "refusal",
     "render_head",
+    "render_json_head",
+    "render_json_rows",
     "render_listing",
     "render_rows",
+    "rfc3339",
+    "sort_rows",
 ]

@@ -1,4 +1,4 @@
-"""HTML directory listings.
+"""Directory listings, as an HTML page or a JSON document.
 
 Every name is HTML-escaped for display and percent-encoded for its link, so a file called
 ``<script>`` or ``a"b`` or ``?x=1`` is shown and linked as itself.
@@ -29,13 +29,34 @@ then sorted; Caddy's ``browse`` does the same with its default limit of 10,000
 (:func:`render_head` with ``cut``). Sorting the whole directory to show its alphabetically
 first entries would read every name, which is the unbounded cost this avoids.
 
-The page is rendered in pieces, so that it can be streamed: :func:`render_head`, then
-:func:`render_rows` for each batch of entries, then :data:`PAGE_TAIL`.
+Order. Directories come first, then files; within each, by name (code point order), size or
+modification time, ascending or descending (:func:`sort_rows`); ties go by name.
+
+The page. Human sizes (binary units, one decimal) with the exact count in a tooltip, dates in
+UTC, column headers that link to the sort (toggling the order of the current one), and a link
+to the tar download when it is on. It must work on a phone and need nothing else: a viewport
+meta, CSS inline (names wrap anywhere, so a long name never scrolls the page sideways; the
+time of day is dropped on narrow screens), no script and no external resource, so that the
+server can send it under ``Content-Security-Policy: default-src 'none'; style-src
+'unsafe-inline'``.
+
+The JSON document. ``{"path": ..., "sort": ..., "order": ..., "truncated": ..., "entries":
+[...]}``, each entry ``{"name", "type" ("file" or "directory"), "size" (bytes; null for a
+directory, whose st_size says nothing of its contents), "mtime" (RFC 3339, UTC, whole seconds;
+null when beyond year 9999), "link"}``. The name is the real name (JSON escapes what it must;
+a reader shows it as it likes), and the link is the percent-encoded name relative to the
+directory's URL, with ``/`` after a directory. ``truncated`` says that the directory was cut
+(see Bounds).
+
+Both are rendered in pieces, so that they can be streamed: :func:`render_head` (or
+:func:`render_json_head`), then :func:`render_rows` (:func:`render_json_rows`) for each batch
+of entries, then :data:`PAGE_TAIL` (:data:`JSON_TAIL`).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 import stat
 import time
@@ -46,17 +67,25 @@ from zerocopy.logtext import safe_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
 
 __all__ = [
+    "JSON_TAIL",
     "MAX_LISTING_ENTRIES",
     "PAGE_TAIL",
+    "SORT_KEYS",
     "DirectoryReader",
     "Entry",
     "Row",
+    "human_size",
     "read_entries",
     "render_head",
+    "render_json_head",
+    "render_json_rows",
     "render_listing",
     "render_rows",
+    "rfc3339",
+    "sort_rows",
 ]
 
 MAX_LISTING_ENTRIES: Final = 10_000
@@ -65,22 +94,44 @@ MAX_LISTING_ENTRIES: Final = 10_000
 a 3 MB page, which a browser still shows at once, and about 30 ms of rendering in a worker
 thread; beyond that, a page is no way to find a file."""
 
+SORT_KEYS: Final = ("name", "size", "mtime")
+"""The columns a listing can be sorted by."""
+
+_STYLE: Final = (
+    "body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;padding:0 .75em 1em;"
+    "max-width:64em}"
+    "h1{font-size:1.3em;overflow-wrap:anywhere}"
+    "table{width:100%;border-collapse:collapse}"
+    "th,td{padding:.3em .5em;text-align:left;vertical-align:top}"
+    "th{border-bottom:1px solid #8888;white-space:nowrap}"
+    "tbody tr:nth-child(even){background:#8881}"
+    "td.n{width:100%;overflow-wrap:anywhere;word-break:break-word}"
+    "td.s,td.m{white-space:nowrap}"
+    ".s{text-align:right}"
+    "a{text-decoration:none}a:hover{text-decoration:underline}"
+    "@media (max-width:36em){th,td{padding:.3em .2em}.t{display:none}}"
+)
 _PAGE_HEAD: Final = (
     '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    '<meta name="color-scheme" content="light dark">\n'
     "<title>Index of {title}</title>\n"
-    "<style>body{{font-family:sans-serif}}td{{padding:0 1em 0 0}}"
-    "td.size{{text-align:right}}</style>\n"
-    "</head>\n<body>\n<h1>Index of {title}</h1>\n{note}<table>\n"
-    "<tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n"
+    "<style>" + _STYLE.replace("{", "{{").replace("}", "}}") + "</style>\n"
+    "</head>\n<body>\n<h1>Index of {title}</h1>\n{note}{tar}<table>\n"
+    "<thead><tr>{columns}</tr></thead>\n<tbody>\n"
 )
+_COLUMNS: Final = (("name", "n", "Name"), ("size", "s", "Size"), ("mtime", "m", "Modified (UTC)"))
+_TAR_LINK: Final = '<p><a href="?download=tar">Download this directory as a .tar</a></p>\n'
 _NOTE: Final = (
     '<p class="cut">Only part of this directory is listed: it holds more than {limit:,} '
     "entries, the most this server reads for one listing. The {shown:,} shown are among those "
     "it read first, in the directory's own order, not the first by name; the others can still "
     "be fetched by name.</p>\n"
 )
-_PARENT: Final = '<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n'
-PAGE_TAIL: Final = b"</table>\n</body>\n</html>\n"
+_PARENT: Final = (
+    '<tr><td class="n"><a href="../">../</a></td><td class="s"></td><td class="m"></td></tr>\n'
+)
+PAGE_TAIL: Final = b"</tbody>\n</table>\n</body>\n</html>\n"
 """The end of every listing page."""
 
 
@@ -109,8 +160,35 @@ collections. Those run in whichever thread allocates, holding the GIL, and so st
 loop: with dataclasses, eight listings of 10,000 entries made collections of 20 to 40 ms."""
 
 
-def _sort_key(row: Row) -> tuple[bool, str]:
-    return (not row[1], row[0])
+def _by_name(row: Row) -> str:
+    return row[0]
+
+
+def _by_size(row: Row) -> tuple[int, str]:
+    return (0 if row[1] else row[2], row[0])  # A directory's st_size says nothing.
+
+
+def _by_mtime(row: Row) -> tuple[float, str]:
+    return (row[3], row[0])
+
+
+_SORT_KEYS: Final[dict[str, Callable[[Row], Any]]] = {
+    "name": _by_name,
+    "size": _by_size,
+    "mtime": _by_mtime,
+}
+
+
+def sort_rows(rows: list[Row], sort: str = "name", *, descending: bool = False) -> list[Row]:
+    """Sort ``rows`` in place, directories first, by ``sort`` (``name``, ``size`` or
+    ``mtime``; anything else is ``name``), ties by name; returns them."""
+    key = _SORT_KEYS.get(sort, _by_name)
+    directories = [row for row in rows if row[1]]
+    files = [row for row in rows if not row[1]]
+    directories.sort(key=key, reverse=descending)
+    files.sort(key=key, reverse=descending)
+    rows[:] = directories + files
+    return rows
 
 
 @final
@@ -127,11 +205,14 @@ class DirectoryReader:
             tell whether the directory holds more (:attr:`cut`).
         hidden: Names not listed though read (dot files, when they are not served): a
             function of the name.
+        sort: The order of :attr:`entries` once read: ``name``, ``size`` or ``mtime``
+            (:func:`sort_rows`).
+        descending: Sort in descending order.
 
     Attributes:
         entries: What was read and is listed, as :data:`Row` tuples: regular files and
             directories, with symlinks as described above; sorted (directories first, then by
-            name) once :attr:`done`.
+            ``sort``) once :attr:`done`.
         examined: Directory entries read so far, listed or not.
         cut: The directory holds more than ``limit`` entries (known once :attr:`done`).
         done: Every entry, or ``limit`` of them, has been read.
@@ -152,8 +233,12 @@ class DirectoryReader:
         within: str | None = None,
         limit: int,
         hidden: Callable[[str], bool] | None = None,
+        sort: str = "name",
+        descending: bool = False,
     ) -> None:
         self._fd = fd
+        self._sort = sort
+        self._descending = descending
         self._hidden = hidden
         self._follow = follow_symlinks
         self._beneath = None if within is None else os.fsencode(within).rstrip(b"/") + b"/"
@@ -196,7 +281,7 @@ class DirectoryReader:
             self.cut = next(scan, None) is not None
         self.done = True
         self.close()
-        self.entries.sort(key=_sort_key)
+        sort_rows(self.entries, self._sort, descending=self._descending)
         return True
 
     def close(self) -> None:
@@ -278,27 +363,85 @@ def _link_target(dir_fd: int, name: str, beneath: bytes) -> os.stat_result | Non
         os.close(fd)
 
 
-def _when(mtime: float) -> str:
+def _gmtime(mtime: float) -> time.struct_time | None:
     # time_t and struct tm have limits that some file systems do not (tmpfs keeps 64-bit
     # seconds): a date beyond them is not worth a 500 for the whole listing.
     try:
-        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+        when = time.gmtime(mtime)
     except (OverflowError, OSError, ValueError):
-        return "-"
+        return None
+    return when if 0 <= when.tm_year <= 9999 else None
 
 
-def render_head(path: str, *, cut: tuple[int, int] | None = None) -> bytes:
-    """The start of a listing page: title, heading, the note of a cut, the table's head, and
-    the ``../`` row (except at ``/``).
+def rfc3339(mtime: float) -> str | None:
+    """``mtime`` as an RFC 3339 UTC timestamp in whole seconds, or ``None`` when its year is
+    not within 0000-9999 (all RFC 3339 can write)."""
+    when = _gmtime(mtime)
+    return None if when is None else _stamp(when)
+
+
+def _stamp(when: time.struct_time) -> str:
+    return f"{_day(when)}T{when.tm_hour:02d}:{when.tm_min:02d}:{when.tm_sec:02d}Z"
+
+
+def _day(when: time.struct_time) -> str:
+    return f"{when.tm_year:04d}-{when.tm_mon:02d}-{when.tm_mday:02d}"
+
+
+_UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def human_size(size: int) -> str:
+    """``size`` in bytes for people: ``512 B``, ``1.0 KiB``, ``4.2 MiB`` (binary units, one
+    decimal, never ``1024.0`` of a unit)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    shown = ""
+    for unit in _UNITS:
+        value /= 1024
+        shown = f"{value:.1f} {unit}"
+        if round(value, 1) < 1024:
+            break
+    return shown
+
+
+def _column(key: str, css: str, label: str, sort: str, descending: bool) -> str:
+    """A column header linking to the sort by ``key``: ascending, or the other order when the
+    page is already sorted by it."""
+    if key == sort:
+        order, mark = ("asc", " \u2193") if descending else ("desc", " \u2191")
+        state = ' aria-sort="descending"' if descending else ' aria-sort="ascending"'
+    else:
+        order, mark, state = "asc", "", ""
+    return (
+        f'<th class="{css}"{state}><a href="?sort={key}&amp;order={order}">{label}{mark}</a></th>'
+    )
+
+
+def render_head(
+    path: str,
+    *,
+    cut: tuple[int, int] | None = None,
+    sort: str = "name",
+    descending: bool = False,
+    tar: bool = False,
+) -> bytes:
+    """The start of a listing page: title, heading, the note of a cut, the tar link, the
+    table's head, and the ``../`` row (except at ``/``).
 
     Args:
         path: The decoded URL path of the directory, ending with ``/``.
         cut: ``(limit, shown)`` when the directory holds more than ``limit`` entries and only
             ``shown`` are listed; the page then says so.
+        sort: The column the rows are sorted by (its header links to the other order).
+        descending: The rows are in descending order.
+        tar: Offer the directory as a tar download (``?download=tar``).
     """
     title = html.escape(safe_text(path))
     note = "" if cut is None else _NOTE.format(limit=cut[0], shown=cut[1])
-    head = _PAGE_HEAD.format(title=title, note=note)
+    columns = "".join(_column(key, css, label, sort, descending) for key, css, label in _COLUMNS)
+    head = _PAGE_HEAD.format(title=title, note=note, tar=_TAR_LINK if tar else "", columns=columns)
     if path != "/":
         head += _PARENT
     return head.encode("utf-8")
@@ -316,16 +459,85 @@ def render_rows(entries: Iterable[Row]) -> bytes:
         slash = "/" if is_dir else ""
         href = html.escape(quote(name, safe="") + slash)
         label = html.escape(safe_text(name) + slash)
-        shown = "-" if is_dir else str(size)
+        size_cell = (
+            '<td class="s"></td>'
+            if is_dir
+            else f'<td class="s" title="{size:,} bytes">{human_size(size)}</td>'
+        )
+        when = _gmtime(mtime)
+        if when is None:
+            date = "-"
+        else:
+            clock = f"{when.tm_hour:02d}:{when.tm_min:02d}"
+            date = (
+                f'<time datetime="{_stamp(when)}">{_day(when)}'
+                f'<span class="t"> {clock}</span></time>'
+            )
         rows.append(
-            f'<tr><td><a href="./{href}">{label}</a></td>'
-            f'<td class="size">{shown}</td><td>{_when(mtime)}</td></tr>\n'
+            f'<tr><td class="n"><a href="./{href}">{label}</a></td>'
+            f'{size_cell}<td class="m">{date}</td></tr>\n'
         )
     return "".join(rows).encode("utf-8")
 
 
+JSON_TAIL: Final = b"\n]}\n"
+"""The end of every JSON listing."""
+
+
+def render_json_head(
+    path: str,
+    *,
+    cut: tuple[int, int] | None = None,
+    sort: str = "name",
+    descending: bool = False,
+) -> bytes:
+    """The start of a JSON listing, up to the opening of its ``entries`` array.
+
+    Args:
+        path: The decoded URL path of the directory, ending with ``/``.
+        cut: As for :func:`render_head`: ``truncated`` is then true.
+        sort: The key the entries are sorted by.
+        descending: The entries are in descending order.
+    """
+    fields = {
+        "path": path,
+        "sort": sort,
+        "order": "desc" if descending else "asc",
+        "truncated": cut is not None,
+    }
+    return (
+        json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[:-1].encode("utf-8")
+        + b',"entries":['
+    )
+
+
+def render_json_rows(entries: Iterable[Row], *, first: bool) -> bytes:
+    """The entries of a JSON listing, one per line; ``first``: these open the array (no comma
+    before them). Empty bytes for no entries."""
+    rows = []
+    for name, is_dir, size, mtime in entries:
+        stamp = rfc3339(mtime)
+        text = json.dumps(name, ensure_ascii=False)
+        kind = "directory" if is_dir else "file"
+        length = "null" if is_dir else str(size)
+        when = "null" if stamp is None else f'"{stamp}"'
+        link = quote(name, safe="") + ("/" if is_dir else "")  # ASCII: no escaping needed
+        rows.append(
+            f'{{"name":{text},"type":"{kind}","size":{length},"mtime":{when},"link":"{link}"}}'
+        )
+    if not rows:
+        return b""
+    return (("\n" if first else ",\n") + ",\n".join(rows)).encode("utf-8")
+
+
 def render_listing(
-    entries: Iterable[Row], path: str, *, cut: tuple[int, int] | None = None
+    entries: Iterable[Row],
+    path: str,
+    *,
+    cut: tuple[int, int] | None = None,
+    sort: str = "name",
+    descending: bool = False,
+    tar: bool = False,
 ) -> bytes:
     """Render a whole page: :func:`render_head`, :func:`render_rows`, :data:`PAGE_TAIL`.
 
@@ -334,8 +546,12 @@ def render_listing(
         path: The decoded URL path of the directory, ending with ``/``: the title, and whether
             to offer ``../`` (not at ``/``).
         cut: As for :func:`render_head`.
+        sort: As for :func:`render_head` (the entries are not sorted here).
+        descending: As for :func:`render_head`.
+        tar: As for :func:`render_head`.
 
     Returns:
         The page, UTF-8.
     """
-    return render_head(path, cut=cut) + render_rows(entries) + PAGE_TAIL
+    head = render_head(path, cut=cut, sort=sort, descending=descending, tar=tar)
+    return head + render_rows(entries) + PAGE_TAIL

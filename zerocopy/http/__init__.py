@@ -9,6 +9,12 @@ from zerocopy.http.dates import DateCache, format_http_date, parse_http_date
 from zerocopy.http.errors import HTTPError
 from zerocopy.http.headers import HeaderRule, ResponseHeaders, parse_header_rule
 from zerocopy.http.limits import Limits
+from zerocopy.http.listing import (
+    ListingQuery,
+    choose_format,
+    content_disposition,
+    parse_listing_query,
+)
 from zerocopy.http.methods import ALLOW, check_method
 from zerocopy.http.negotiate import CODING_SUFFIXES, choose_coding, parse_accept_encoding
 from zerocopy.http.parser import CLOSED, NEED_DATA, Request, RequestParser
@@ -19,6 +25,7 @@ from zerocopy.http.response import (
     ResponsePlan,
     frame_chunk,
     head_200,
+    plan_archive,
     plan_content,
     plan_error,
     plan_file,
@@ -41,6 +48,7 @@ __all__ = [
     "HTTPError",
     "HeaderRule",
     "Limits",
+    "ListingQuery",
     "Representation",
     "Request",
     "RequestParser",
@@ -49,13 +57,17 @@ __all__ = [
     "Target",
     "check_method",
     "choose_coding",
+    "choose_format",
+    "content_disposition",
     "format_http_date",
     "frame_chunk",
     "head_200",
     "parse_accept_encoding",
     "parse_header_rule",
     "parse_http_date",
+    "parse_listing_query",
     "parse_target",
+    "plan_archive",
     "plan_content",
     "plan_error",
     "plan_file",

@@ -82,6 +82,7 @@ queue more than a few hundred events; large enough that a normal head is one cal
 _TRACKED: Final = frozenset(
     {
         b"host",
+        b"accept",
         b"accept-encoding",
         b"range",
         b"if-range",
@@ -117,9 +118,10 @@ class Request:
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
-        plain: No tracked header but Host, Accept-Encoding and Authorization (which the
-            server checks before anything else): no conditional, no range, no body. Such a GET
-            or HEAD of a cached file takes the server's fast path.
+        plain: No tracked header but Host, Accept, Accept-Encoding and Authorization (which
+            the server checks before anything else): no conditional, no range, no body. Such a
+            GET or HEAD of a cached file takes the server's fast path (Accept only chooses a
+            listing's format, and directories are never on it).
     """
 
     method: str
@@ -341,10 +343,13 @@ class RequestParser:
         if self._repeated and b"host" in self._repeated:
             raise _Abort(HTTPError(400, "repeated Host header"))
         if len(headers) == (
-            (b"host" in headers) + (b"accept-encoding" in headers) + (b"authorization" in headers)
+            (b"host" in headers)
+            + (b"accept" in headers)
+            + (b"accept-encoding" in headers)
+            + (b"authorization" in headers)
         ):
-            # Nothing tracked but Host, Accept-Encoding and Authorization: most requests. No
-            # body, no Expect, no conditional, no range.
+            # Nothing tracked but Host, Accept, Accept-Encoding and Authorization: most
+            # requests. No body, no Expect, no conditional, no range.
             if version == "1.1" and not headers:
                 raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
             self._request = Request(

@@ -5,8 +5,9 @@ of parts, each either small ``bytes`` (multipart boundaries, error text) or a
 :class:`~zerocopy.span.FileSpan` for a transfer strategy to stream. Whoever sends the plan
 decides nothing: it writes the head, then the parts in order.
 
-A body that is produced while it is sent (a directory listing) is not in the plan: the plan
-says how it is framed (``stream``), and :func:`frame_chunk` and :data:`LAST_CHUNK` frame it.
+A body that is produced while it is sent (a directory listing, a tar archive) is not in the
+plan: the plan says how it is framed (``stream``), and :func:`frame_chunk` and
+:data:`LAST_CHUNK` frame a chunked one.
 
 Every ``plan_*`` function takes ``extra``: header fields the operator adds (``nosniff``,
 CORS, ``Cache-Control`` and ``--header`` rules; ``http/headers.py``), placed before
@@ -36,6 +37,7 @@ __all__ = [
     "ResponsePlan",
     "frame_chunk",
     "head_200",
+    "plan_archive",
     "plan_content",
     "plan_error",
     "plan_file",
@@ -96,15 +98,16 @@ class ResponsePlan:
         body: Parts to send after the head, in order.
         keep_alive: Whether the connection may serve another request afterwards.
         stream: ``None``: the body is :attr:`body`. Otherwise the body is produced after the
-            head is sent, by whoever made the plan, and framed ``chunked`` (HTTP/1.1) or
-            ``close``-delimited (HTTP/1.0: the connection closes after it).
+            head is sent, by whoever made the plan, and framed ``chunked`` (HTTP/1.1),
+            ``close``-delimited (HTTP/1.0: the connection closes after it), or by the
+            ``length`` the head announced (a tar archive).
     """
 
     status: int
     head: bytes
     body: tuple[bytes | FileSpan, ...] = ()
     keep_alive: bool = True
-    stream: Literal["chunked", "close"] | None = None
+    stream: Literal["chunked", "close", "length"] | None = None
 
     @property
     def body_length(self) -> int:
@@ -185,6 +188,7 @@ def plan_error(
     keep_alive: bool = False,
     head_only: bool = False,
     extra: bytes = b"",
+    detail: bytes = b"",
 ) -> ResponsePlan:
     """A short plain-text error response.
 
@@ -195,10 +199,12 @@ def plan_error(
         keep_alive: Whether the client allowed keep-alive.
         head_only: Answer a HEAD request: the same head, no body.
         extra: The operator's fields (see the module docstring).
+        detail: A line for the client after the status (why a 413), ending with a newline;
+            ``error.reason`` is never sent.
     """
     status = error.status_hint
     keep_alive = keep_alive and not error.close
-    text = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode("ascii"))
+    text = b"%d %s\n%s" % (status, HTTPStatus(status).phrase.encode("ascii"), detail)
     fields = [b"%s: %s\r\n" % pair for pair in error.headers]
     fields.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (_TEXT, len(text)))
     fields.append(extra)
@@ -304,7 +310,13 @@ def frame_chunk(data: bytes) -> bytes:
 
 
 def plan_listing(
-    request: Request, content_type: bytes, *, date: bytes, keep_alive: bool, extra: bytes = b""
+    request: Request,
+    content_type: bytes,
+    *,
+    date: bytes,
+    keep_alive: bool,
+    extra: bytes = b"",
+    fields: bytes = b"",
 ) -> ResponsePlan:
     """The head of a generated page that is streamed after it (a directory listing).
 
@@ -327,28 +339,75 @@ def plan_listing(
         date: The Date header value.
         keep_alive: Whether the client allowed keep-alive.
         extra: The operator's fields for every response (``nosniff``, CORS).
+        fields: The page's own fields (``Vary``, ``Content-Security-Policy``), in the 200 and
+            the 304.
 
     Returns:
         412, 304, or 200 with :attr:`ResponsePlan.stream` set (``None`` for HEAD).
     """
     version = request.version
-    # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
+    # A 304 carries the Cache-Control (and Vary) the 200 would have (RFC 9110 §15.4.5).
+    refused = _precondition_plan(
+        request, None, None, _NO_CACHE + fields + extra, date, keep_alive, common=extra
+    )
+    if refused is not None:
+        return refused
+    head_fields = [b"Content-Type: %s\r\n" % content_type, _NO_CACHE, fields, extra]
+    stream: Literal["chunked", "close"] | None = None
+    if request.method == "HEAD":
+        pass
+    elif version == "1.1":
+        head_fields.append(b"Transfer-Encoding: chunked\r\n")
+        stream = "chunked"
+    else:
+        keep_alive = False
+        stream = "close"
+    head = _head(200, date, head_fields, version=version, keep_alive=keep_alive)
+    return ResponsePlan(200, head, (), keep_alive, stream)
+
+
+def plan_archive(
+    request: Request,
+    length: int,
+    disposition: bytes,
+    *,
+    date: bytes,
+    keep_alive: bool,
+    extra: bytes = b"",
+) -> ResponsePlan:
+    """The head of a tar archive of a directory, whose body is streamed after it.
+
+    Unlike a listing, its length is known before it is sent (the tree was walked and every
+    entry's size added up), so it has a Content-Length and the connection stays open after
+    it. Like a listing, it has no validators: a directory's mtime does not change when a file
+    deep in it does. Conditionals are evaluated as for a listing; Range is ignored (the 200 has
+    no ``Accept-Ranges``: the next walk may find another tree).
+
+    Args:
+        request: A GET or HEAD request.
+        length: The archive's length in bytes.
+        disposition: The ``Content-Disposition`` value (``content_disposition``).
+        date: The Date header value.
+        keep_alive: Whether the client allowed keep-alive.
+        extra: The operator's fields for every response (``nosniff``, CORS).
+
+    Returns:
+        412, 304, or 200 with :attr:`ResponsePlan.stream` ``length`` (``None`` for HEAD).
+    """
+    version = request.version
     refused = _precondition_plan(
         request, None, None, _NO_CACHE + extra, date, keep_alive, common=extra
     )
     if refused is not None:
         return refused
-    fields = [b"Content-Type: %s\r\n" % content_type, _NO_CACHE, extra]
-    stream: Literal["chunked", "close"] | None = None
-    if request.method == "HEAD":
-        pass
-    elif version == "1.1":
-        fields.append(b"Transfer-Encoding: chunked\r\n")
-        stream = "chunked"
-    else:
-        keep_alive = False
-        stream = "close"
+    fields = [
+        b"Content-Type: application/x-tar\r\nContent-Length: %d\r\n" % length,
+        b"Content-Disposition: %s\r\n" % disposition,
+        _NO_CACHE,
+        extra,
+    ]
     head = _head(200, date, fields, version=version, keep_alive=keep_alive)
+    stream: Literal["length"] | None = None if request.method == "HEAD" else "length"
     return ResponsePlan(200, head, (), keep_alive, stream)
 
 

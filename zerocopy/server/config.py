@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
 from zerocopy.files import MAX_LISTING_ENTRIES
+from zerocopy.files.tar import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from zerocopy.http import Limits
 from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS
 
@@ -138,6 +139,10 @@ class ServerConfig:
         auth_realm: The realm named in the 401 challenge.
         max_listing_entries: The most directory entries one listing reads; a directory that
             holds more is listed in part, with a note (see ``zerocopy.files.listing``).
+        tar: Offer listed directories as tar downloads (``?download=tar``; see
+            ``zerocopy.server.tar``).
+        tar_max_files: The most names one archive's walk reads (past it: 413).
+        tar_max_bytes: The largest archive (past it: 413).
     """
 
     root: str
@@ -173,3 +178,6 @@ class ServerConfig:
     auth_file: str | None = None
     auth_realm: str = "zerocopy"
     max_listing_entries: int = MAX_LISTING_ENTRIES
+    tar: bool = True
+    tar_max_files: int = MAX_ARCHIVE_ENTRIES
+    tar_max_bytes: int = MAX_ARCHIVE_BYTES

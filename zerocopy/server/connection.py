@@ -40,6 +40,7 @@ import trio
 
 from zerocopy.http import CLOSED, NEED_DATA, HTTPError, Request, RequestParser, head_200
 from zerocopy.logtext import safe_text
+from zerocopy.server.tar import ArchiveChanged
 from zerocopy.transfer import FileTruncated, PeerGone, SendTimeout, TransferError
 
 if TYPE_CHECKING:
@@ -225,6 +226,8 @@ async def _serve_requests(
             else:
                 prepared = responder.respond(request, keep_alive=keep_alive)
                 try:
+                    if prepared.ready is not None:  # A tar download: the walk comes first.
+                        await prepared.ready(sock, sender)
                     plan = prepared.plan
                     status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
                     await sender.send_plan(sock, plan)
@@ -232,7 +235,7 @@ async def _serve_requests(
                         length = await prepared.stream(sock, sender)
                 finally:
                     prepared.close()
-        except FileTruncated as exc:
+        except (FileTruncated, ArchiveChanged) as exc:
             path = hit[0].path if hit is not None else prepared.path
             logger.error(
                 "%s: %s truncated while being sent: %s; connection closed",

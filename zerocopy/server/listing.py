@@ -14,7 +14,8 @@ Theory of operation:
   listing there, so a listing whose client has gone stops after at most one more batch, and a
   cancellation (shutdown) waits for at most the batch in progress. End of file is not taken
   for "gone": a client may half-close after its request and still read the answer.
-* Then the sorted entries are rendered, :data:`BATCH` rows per call in a worker thread, and
+* Then the sorted entries are rendered (as HTML or JSON, in the order the query asked for),
+  :data:`BATCH` rows per call in a worker thread, and
   each batch goes out as one chunk as soon as it is rendered; a full socket waits under the
   send timeout, like any response. A listing holds its entries (at most ``max_entries``) and
   one rendered batch, never the whole page.
@@ -32,11 +33,20 @@ Theory of operation:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, final
 
 import trio
 
-from zerocopy.files import PAGE_TAIL, DirectoryReader, render_head, render_rows
+from zerocopy.files import (
+    JSON_TAIL,
+    PAGE_TAIL,
+    DirectoryReader,
+    render_head,
+    render_json_head,
+    render_json_rows,
+    render_rows,
+)
 from zerocopy.http import LAST_CHUNK, frame_chunk
 from zerocopy.logtext import safe_text
 from zerocopy.transfer import TransferError
@@ -152,6 +162,10 @@ class Listings:
         path: str,
         framing: Literal["chunked", "close"],
         top: bool = False,
+        form: Literal["html", "json"] = "html",
+        sort: str = "name",
+        descending: bool = False,
+        tar: bool = False,
     ) -> int:
         """Read the directory ``fd`` and send its page, as the body of a response whose head
         has gone out.
@@ -163,6 +177,10 @@ class Listings:
             path: The decoded URL path of the directory, ending with ``/``.
             framing: ``chunked``, or ``close`` (the connection closes after the body).
             top: The root directory itself (where ``.well-known`` is listed).
+            form: ``html`` (a page) or ``json`` (a document).
+            sort: The column to sort by: ``name``, ``size`` or ``mtime``.
+            descending: Sort in descending order.
+            tar: The page links to the directory's tar download.
 
         Returns:
             Bytes of the page sent (chunk framing not counted).
@@ -184,6 +202,8 @@ class Listings:
             within=root.path,
             limit=self._max,
             hidden=None if self._dotfiles else (_hidden_top if top else _hidden),
+            sort=sort,
+            descending=descending,
         )
         limiter = self.limiter
         batch = self._batch
@@ -204,17 +224,24 @@ class Listings:
             if reader.cut:
                 self._cut += 1
                 cut = (self._max, len(entries))
-            page = render_head(path, cut=cut)
+            json = form == "json"
+            if json:
+                page = render_json_head(path, cut=cut, sort=sort, descending=descending)
+            else:
+                page = render_head(path, cut=cut, sort=sort, descending=descending, tar=tar)
             for start in range(0, len(entries), batch):
-                rows = await trio.to_thread.run_sync(
-                    render_rows, entries[start : start + batch], limiter=limiter
-                )
+                rows = entries[start : start + batch]
+                if json:
+                    page += await trio.to_thread.run_sync(
+                        partial(render_json_rows, rows, first=not start), limiter=limiter
+                    )
+                else:
+                    page += await trio.to_thread.run_sync(render_rows, rows, limiter=limiter)
                 self._batches += 1
-                page += rows
                 await sender.send_bytes(sock, frame_chunk(page) if chunked else page)
                 sent += len(page)
                 page = b""
-            page += PAGE_TAIL
+            page += JSON_TAIL if json else PAGE_TAIL
             await sender.send_bytes(sock, frame_chunk(page) + LAST_CHUNK if chunked else page)
             sent += len(page)
             completed = True

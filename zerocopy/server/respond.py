@@ -11,9 +11,11 @@ Two paths:
 * **The full path** (:meth:`Responder.respond`): everything else, and the first request for
   each target. It returns a :class:`Prepared` plan. Everything here is synchronous: a
   directory listing is read and rendered after its head has gone, by the plan's stream
-  (``listing.py``). Every failure before the head is sent becomes an error plan, so the
-  connection loop only ever sends plans. Every plan carries the operator's fields
-  (``nosniff``, CORS; and for files ``Cache-Control`` and the ``--header`` rules).
+  (``listing.py``), and a tar download's tree is walked by the plan's ``ready`` step before
+  its head, which needs the archive's length (``tar.py``). Every failure before the head is
+  sent becomes an error plan, so the connection loop only ever sends plans. Every plan
+  carries the operator's fields (``nosniff``, CORS; and for files ``Cache-Control`` and the
+  ``--header`` rules).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from zerocopy.http import (
     ResponsePlan,
     check_method,
     choose_coding,
+    choose_format,
+    parse_listing_query,
     parse_target,
+    plan_archive,
     plan_error,
     plan_file,
     plan_listing,
@@ -47,6 +52,7 @@ from zerocopy.http import (
 from zerocopy.http.headers import CORS_PREFLIGHT
 from zerocopy.logtext import safe_text
 from zerocopy.server.listing import Listings
+from zerocopy.server.tar import Archives
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -54,13 +60,22 @@ if TYPE_CHECKING:
     from zerocopy.files import CachedFile, Opened, OpenFileCache
     from zerocopy.http import DateCache, Limits, Request, Target
     from zerocopy.server.listing import ChunkSender
+    from zerocopy.server.tar import ArchiveSender, TarLimits
 
     Stream = Callable[[Any, ChunkSender], Awaitable[int]]
+    Ready = Callable[[Any, ArchiveSender], Awaitable[None]]
 
 __all__ = ["ContentPolicy", "Prepared", "Responder"]
 
 logger = logging.getLogger("zerocopy.server")
 _HTML: Final = b"text/html; charset=utf-8"
+_JSON: Final = b"application/json"
+_LISTING_FIELDS: Final = (
+    # The format follows Accept, so caches must key on it; the page needs nothing but its own
+    # inline style, so nothing else may load or run (a name that slipped past the escaping
+    # could not run a script either).
+    b"Vary: Accept\r\nContent-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+)
 _FAST_METHODS: Final = frozenset({"GET", "HEAD"})
 _UNKNOWN: Final = "?"
 _MAX_CHOICES: Final = 64
@@ -155,18 +170,24 @@ class Prepared:
         stream: For a plan whose body is streamed (``plan.stream``): sends the body after the
             head, ``await stream(sock, sender)``, and returns its length. It borrows one of
             :attr:`files`.
+        ready: For a plan that needs blocking work before its head (a tar download, whose
+            length needs the stat of every entry): ``await ready(sock, sender)`` does it in a
+            worker thread and sets :attr:`plan` (and :attr:`stream`); until then :attr:`plan`
+            is a 500. The caller awaits it before sending.
     """
 
-    __slots__ = ("files", "path", "plan", "stream")
+    __slots__ = ("files", "path", "plan", "ready", "stream")
 
     def __init__(
         self,
         plan: ResponsePlan,
         files: list[Opened] | None = None,
         stream: Stream | None = None,
+        ready: Ready | None = None,
     ) -> None:
         self.plan = plan
         self.stream = stream
+        self.ready = ready
         self.files = files or []
         self.path = self.files[-1].path if self.files else None
         """The resolved path of the last file opened (the one sent), for logs."""
@@ -196,6 +217,8 @@ class Responder:
         max_targets: Most request-targets remembered for the fast path; the map is emptied
             when it is full (it is rebuilt by the next requests).
         max_listing_entries: The most directory entries one listing reads.
+        tar: The limits of tar downloads of listed directories (``?download=tar``);
+            ``None``: off (the query is then ignored).
     """
 
     def __init__(
@@ -208,6 +231,7 @@ class Responder:
         policy: ContentPolicy | None = None,
         max_targets: int = 4096,
         max_listing_entries: int = MAX_LISTING_ENTRIES,
+        tar: TarLimits | None = None,
     ) -> None:
         self._files = files
         self._root = files.root
@@ -221,6 +245,16 @@ class Responder:
         self.listings = Listings(
             max_entries=max_listing_entries, root=self._root, dotfiles=policy.dotfiles
         )
+        self.archives = None
+        if tar is not None:
+            self.archives = Archives(
+                root=self._root,
+                dates=dates,
+                limiter=self.listings.limiter,
+                limits=tar,
+                dotfiles=policy.dotfiles,
+                common=self._common,
+            )
         self._targets: dict[bytes, CachedFile] = {}
         self._max_targets = max_targets
 
@@ -500,18 +534,57 @@ class Responder:
         if not self._listing:
             error = HTTPError(403, "directory listing disabled", close=False)
             return self._error(error, request, keep_alive=keep_alive)
+        query = parse_listing_query(target.query)
+        if query.download and self.archives is not None:
+            return self._archive_of(request, target, opened, keep_alive=keep_alive)
+        form = choose_format(query, request.headers.get(b"accept"))
         date = self._dates.now()
-        plan = plan_listing(request, _HTML, date=date, keep_alive=keep_alive, extra=self._common)
-        if plan.stream is None:  # HEAD, 304, 412: nothing to read.
+        plan = plan_listing(
+            request,
+            _JSON if form == "json" else _HTML,
+            date=date,
+            keep_alive=keep_alive,
+            extra=self._common,
+            fields=_LISTING_FIELDS,
+        )
+        framing = plan.stream
+        if framing is None or framing == "length":  # HEAD, 304, 412 (never "length")
             return plan
         stream = partial(
             self.listings.stream,
             fd=directory.fd,
             path=target.path,
-            framing=plan.stream,
+            framing=framing,
             top=not target.segments,
+            form=form,
+            sort=query.sort,
+            descending=query.descending,
+            tar=self.archives is not None,
         )
         return Prepared(plan, opened, stream)
+
+    def _archive_of(
+        self, request: Request, target: Target, opened: list[Opened], *, keep_alive: bool
+    ) -> ResponsePlan | Prepared:
+        """A tar download: 304 or 412 at once, else a plan made ready by walking the tree."""
+        archives = self.archives
+        assert archives is not None
+        # The preconditions need no walk: a plan of any length tells whether they pass.
+        early = plan_archive(
+            request, 0, b"", date=self._dates.now(), keep_alive=keep_alive, extra=self._common
+        )
+        if early.status != 200:
+            return early
+        error = HTTPError(500, "archive not walked", close=False)
+        prepared = Prepared(self._error(error, request, keep_alive=keep_alive), opened)
+        prepared.ready = partial(
+            archives.prepare,
+            prepared=prepared,
+            request=request,
+            segments=target.segments,
+            keep_alive=keep_alive,
+        )
+        return prepared
 
     def error(self, error: HTTPError, request: Request | None, *, keep_alive: bool) -> ResponsePlan:
         """The plan for an error found outside :meth:`respond` (a request that did not parse,

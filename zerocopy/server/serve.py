@@ -56,6 +56,7 @@ from zerocopy.server.listing import ListingStatistics
 from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
 from zerocopy.server.respond import ContentPolicy, Responder
 from zerocopy.server.sender import Sender
+from zerocopy.server.tar import ArchiveStatistics, TarLimits
 from zerocopy.server.tls import TLSService
 from zerocopy.transfer import Counters, TransferSettings, TransferStatistics, make_strategy
 
@@ -91,6 +92,7 @@ class ServerStatistics:
         transfer: The transfer layer's counters.
         files: The open-file cache's counts.
         listings: The directory listings' counts.
+        archives: The tar downloads' counts (all zero with ``--no-tar``).
     """
 
     connections_accepted: int
@@ -99,6 +101,7 @@ class ServerStatistics:
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
     files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
     listings: ListingStatistics = field(default_factory=ListingStatistics)
+    archives: ArchiveStatistics = field(default_factory=ArchiveStatistics)
 
 
 def sock_name(listener: RawListener) -> tuple[str, int]:
@@ -188,6 +191,7 @@ class ServerState:
             listing=config.listing,
             policy=policy,
             max_listing_entries=config.max_listing_entries,
+            tar=TarLimits(config.tar_max_files, config.tar_max_bytes) if config.tar else None,
         )
         self.auth = None
         if config.auth_file is not None:
@@ -305,6 +309,11 @@ class Server:
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
             listings=state.responder.listings.statistics(),
+            archives=(
+                ArchiveStatistics()
+                if state.responder.archives is None
+                else state.responder.archives.statistics()
+            ),
         )
 
     async def _render_metrics(self) -> bytes:
