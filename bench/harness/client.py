@@ -1,116 +1,21 @@
-"""A minimal keep-alive HTTP/1.1 GET client on trio sockets, for timing and for load.
+"""The keep-alive HTTP/1.1 GET client of every benchmark, and bounded sequential loops.
 
-It parses only what it needs (the status and ``Content-Length``), reads every body into one
-reused buffer with ``recv_into``, and never reads past the response it waits for, so the cost
-it adds per request is small and the same for every strategy. The loopback receiver still
-copies each body byte once, kernel to user: that copy is the client's, whatever the server
-does.
+The client itself is the package's (:mod:`zerocopy.tune.client`: ``zerocopy tune`` drives load
+with it when wrk is missing); this module adds what only the benchmarks need: sequential
+timed loops, with the page cache evicted before each request for the cold cases.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Final, final
 
 import trio
 
 from bench.harness.files import evict
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from zerocopy.tune.client import BUFFER, REQUEST_TIMEOUT, KeepAliveClient, request_bytes
 
 __all__ = ["BUFFER", "REQUEST_TIMEOUT", "KeepAliveClient", "request_bytes", "run_requests"]
-
-BUFFER: Final = 4 * 1024 * 1024
-# Every loop is bounded in time as well as in count: a server that stops answering fails the
-# loop after this many seconds per request it still owed (the largest file, cold, takes well
-# under a second here).
-REQUEST_TIMEOUT: Final = 30.0
-_HEAD_LIMIT: Final = 64 * 1024
-
-
-def request_bytes(path: str) -> bytes:
-    """A GET for ``path`` on a keep-alive connection."""
-    return f"GET /{path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode("ascii")
-
-
-def _content_length(head: bytes) -> int:
-    status = head[9:12]
-    if not head.startswith(b"HTTP/1.1 ") or status != b"200":
-        raise RuntimeError(f"unexpected response: {head[:80]!r}")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    raise RuntimeError("response without Content-Length")
-
-
-@final
-class KeepAliveClient:
-    """One connection to ``127.0.0.1:port``; use as ``async with``."""
-
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self._sock = sock
-        self._buffer = bytearray(BUFFER)
-        self._view = memoryview(self._buffer)
-
-    @classmethod
-    async def connect(cls, port: int) -> KeepAliveClient:
-        """Connect; raises OSError if nothing listens."""
-        sock = trio.socket.socket()
-        try:
-            # As HTTP clients do (trio.open_tcp_stream too): a request never waits for an ACK.
-            sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-            await sock.connect(("127.0.0.1", port))
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock)
-
-    async def __aenter__(self) -> KeepAliveClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._sock.close()
-
-    async def get(self, request: bytes) -> int:
-        """Send ``request``, read the whole 200 response; return the body length.
-
-        Raises:
-            RuntimeError: Not a 200 with Content-Length.
-            EOFError: The server closed the connection.
-        """
-        sock, view, buffer = self._sock, self._view, self._buffer
-        sent = 0
-        while sent < len(request):
-            sent += await sock.send(request[sent:])
-        filled = 0
-        while True:
-            got = await sock.recv_into(view[filled:_HEAD_LIMIT])
-            if not got:
-                raise EOFError("server closed the connection")
-            filled += got
-            end = buffer.find(b"\r\n\r\n", 0, filled)
-            if end >= 0:
-                break
-            if filled >= _HEAD_LIMIT:
-                raise RuntimeError("response head too large")
-        length = _content_length(bytes(buffer[:end]))
-        remaining = length - (filled - end - 4)
-        while remaining > 0:
-            got = await sock.recv_into(view, min(remaining, len(view)))
-            if not got:
-                raise EOFError(f"server closed the connection with {remaining} bytes to go")
-            remaining -= got
-        if remaining < 0:
-            raise RuntimeError("more bytes than Content-Length")
-        return length
 
 
 async def run_requests(
