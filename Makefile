@@ -52,8 +52,9 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Load sweep and peer comparison with wrk (see bench/LOAD.md; the peers include random GETs
-# over 3,000 small files against nginx). Extra flags, e.g.
-# `make bench-load BENCH_LOAD_ARGS=--quick` or `make bench-peers BENCH_PEERS_ARGS="--repetitions 5"`.
+# over 3,000 small files and the workers axis against nginx). Extra flags, e.g.
+# `make bench-load BENCH_LOAD_ARGS="--quick --workers 1,2"` or
+# `make bench-peers BENCH_PEERS_ARGS="--repetitions 5 --workers 1"`.
 BENCH_LOAD_ARGS ?=
 BENCH_PEERS_ARGS ?=
 .PHONY: bench-load bench-peers bench-hardening bench-cold bench-slow bench-idle

@@ -46,6 +46,7 @@ __all__ = [
     "CpuWindow",
     "HardeningResults",
     "IdleResult",
+    "Knee",
     "LatencyCase",
     "LatencyPlan",
     "LatencySummary",
@@ -61,6 +62,7 @@ __all__ = [
     "ProfileSettings",
     "Ratios",
     "Row",
+    "Scaling",
     "SchemaError",
     "SlowAttack",
     "SlowResult",
@@ -68,6 +70,7 @@ __all__ = [
     "StraceCounts",
     "SuiteMeta",
     "TracerLoss",
+    "WorkerPlacement",
     "WorkloadInfo",
     "WrkFigures",
     "WrkRun",
@@ -560,10 +563,12 @@ class WrkFigures:
 @final
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One wrk run of one server (a strategy or a peer candidate) on one workload."""
+    """One wrk run of one server (a strategy or a peer candidate, with ``workers`` worker
+    processes) on one workload."""
 
     rep: int
     server: str
+    workers: int
     workload: str
     connections: int
     figures: WrkFigures
@@ -572,9 +577,10 @@ class Row:
 @final
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """The medians of one (server, workload, connections) cell over its repetitions."""
+    """The medians of one (server, workers, workload, connections) cell over its repetitions."""
 
     server: str
+    workers: int
     workload: str
     connections: int
     repetitions: int
@@ -622,32 +628,89 @@ class WrkRun:
 
 @final
 @dataclass(frozen=True, slots=True)
+class WorkerPlacement:
+    """Where the servers with ``workers`` worker processes ran.
+
+    Attributes:
+        workers: Worker processes (nginx's ``worker_processes``, zerocopy's ``--workers``).
+        cpus: The CPUs the server was pinned to (``None``: not pinned).
+        shares_with_load: Whether wrk ran on one of those CPUs (N workers on a machine with N
+            CPUs): req/s then measures the machine, while CPU per request stays comparable.
+        note: The same in words, for the report.
+    """
+
+    workers: int
+    cpus: tuple[int, ...] | None
+    shares_with_load: bool
+    note: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """One server with N workers against itself with one, median of per-repetition ratios.
+
+    Attributes:
+        efficiency: req/s with N workers / (N x req/s with 1 worker); 1.0 is linear scaling.
+        rps_ratio: req/s with N workers / req/s with 1.
+        cpu_ratio: Server CPU per request with N workers / with 1 (summed over the process
+            group: a supervisor and its workers, nginx's master and its workers).
+    """
+
+    server: str
+    workload: str
+    connections: int
+    workers: int
+    efficiency: float | None
+    rps_ratio: float | None
+    cpu_ratio: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """The knee of one server's concurrency sweep on one workload (``None``: no knee)."""
+
+    server: str
+    workers: int
+    workload: str
+    connections: int | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class LoadMeta:
     """The load sweep's run and what it swept."""
 
     run: WrkRun
     strategies: tuple[str, ...]
     connections: tuple[int, ...]
+    placements: tuple[WorkerPlacement, ...]
+    """One per worker count swept."""
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class LoadResults:
-    """``load.json``: the concurrency sweep of every strategy."""
+    """``load.json``: the concurrency sweep of every strategy, at every worker count."""
 
     meta: LoadMeta
     workloads: tuple[WorkloadInfo, ...]
     cells: tuple[Cell, ...]
-    knee: dict[str, dict[str, int | None]]
-    """``{strategy: {workload: connections at the knee, or None}}``."""
+    knees: tuple[Knee, ...]
+    scaling: tuple[Scaling, ...]
     rows: tuple[Row, ...]
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class Ratios:
-    """A candidate against nginx at its best, median of per-repetition ratios."""
+    """A candidate with N workers against nginx at its best with N workers, on one workload:
+    medians of per-repetition ratios."""
 
+    candidate: str
+    workload: str
+    workers: int
     rps_vs_nginx: float | None
     cpu_vs_nginx: float | None
     cpu_irq_vs_nginx: float | None
@@ -664,6 +727,8 @@ class PeersMeta:
     """How each candidate was configured."""
     verification: dict[str, dict[str, str]]
     """What each candidate answered to one GET per checked file, before measuring."""
+    placements: tuple[WorkerPlacement, ...]
+    """One per worker count measured."""
 
 
 @final
@@ -677,9 +742,16 @@ class PeersResults:
     workloads: tuple[WorkloadInfo, ...]
     rows: tuple[Row, ...]
     cells: tuple[Cell, ...]
-    ratios: dict[str, dict[str, Ratios]]
-    """``{candidate: {workload: ratios}}``."""
+    ratios: tuple[Ratios, ...]
+    scaling: tuple[Scaling, ...]
     skipped: dict[str, str]
+
+    def ratio(self, candidate: str, workload: str, workers: int = 1) -> Ratios | None:
+        """The ratios of one (candidate, workload, workers), or ``None``."""
+        for item in self.ratios:
+            if (item.candidate, item.workload, item.workers) == (candidate, workload, workers):
+                return item
+        return None
 
 
 # -- hardening.json ---------------------------------------------------------------------------
