@@ -370,6 +370,21 @@ def _measurements(counts: tuple[CountWindow, ...]) -> Measurements:
         for i, server in enumerate((*STRATEGIES, "nginx-sendfile"))
         for case in cases
         for rep in range(2)
+    ) + tuple(
+        # Over TLS: every body byte read in and written out; 3x auto's CPU in both repetitions.
+        _cpu("auto-tls", case, sizes[case], rep, 0.003, copy_in=sizes[case] * 10,
+             copy_out=sizes[case] * 10, syscalls={"ssl_write": 10, "preadv": 10})
+        for case in cases
+        for rep in range(2)
+    )  # fmt: skip
+    tls = schema.TlsRecord(
+        server="auto-tls",
+        plain="auto",
+        strategy="tls-readwrite",
+        certificate="trustme: a test leaf",
+        cases=cases,
+        handshake_tool="openssl s_time -new -tls1_3",
+        handshakes=(schema.HandshakeRun(0, 2, 2.0, 1000, 0.5),),
     )
     meta = schema.SuiteMeta(
         profile="quick",
@@ -398,6 +413,7 @@ def _measurements(counts: tuple[CountWindow, ...]) -> Measurements:
             ),
         ),
         perf=(),
+        tls=tls,
         skipped={"perf": "not in the quick profile"},
     )
 
@@ -465,6 +481,15 @@ def test_report_and_check_on_synthetic_results(tmp_path: Path):
         in text
     )
     assert "| 4KiB | nginx-sendfile |" in text
+    # TLS: a row in the copy table, and TLS against plain with the handshakes.
+    assert "| auto over TLS (tls-readwrite) | 4 with read/write" in text
+    assert (
+        "| 1MiB | auto over TLS | 300 µs | 0.307 s | 2.000 (in 1.000, out 1.000) | 0.000 | 2.0 "
+        "| 3.00x |" in text
+    )
+    assert "| 1MiB | auto (plain) | 100 µs |" in text
+    assert "500 handshakes/s achieved, 500 µs of server CPU per handshake" in text
+    assert "would complete 2,000 per second" in text
     assert bench_check.check(tmp_path) == []
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "CountWindow",
     "CounterDelta",
     "CpuWindow",
+    "HandshakeRun",
     "HardeningResults",
     "IdleResult",
     "Knee",
@@ -69,6 +70,7 @@ __all__ = [
     "SocketErrors",
     "StraceCounts",
     "SuiteMeta",
+    "TlsRecord",
     "TracerLoss",
     "WorkerPlacement",
     "WorkloadInfo",
@@ -473,6 +475,61 @@ class PerfRecord:
 
 @final
 @dataclass(frozen=True, slots=True)
+class HandshakeRun:
+    """One window of full TLS handshakes against the TLS server.
+
+    Attributes:
+        rep: The repetition.
+        clients: Handshaking client processes, on the client CPU.
+        seconds: Wall-clock length of the window.
+        handshakes: Connections the server accepted in the window (its own counter).
+        server_cpu_s: The server's CPU time over the window (schedstat, every thread).
+    """
+
+    rep: int
+    clients: int
+    seconds: float
+    handshakes: int
+    server_cpu_s: float
+
+    @property
+    def per_second(self) -> float:
+        """Handshakes the clients achieved per second."""
+        return self.handshakes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_handshake_s(self) -> float | None:
+        return self.server_cpu_s / self.handshakes if self.handshakes else None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TlsRecord:
+    """The suite's TLS server: zerocopy's default strategy with ``--tls-cert/--tls-key``,
+    measured in the CPU phase beside the plain one, and its handshakes.
+
+    Attributes:
+        server: Its name in ``cpu_windows`` (``auto-tls``).
+        plain: The plain server it is compared with (``auto``).
+        strategy: The strategy it announced (``tls-readwrite``; ``ktls-sendfile`` where the
+            kernel and Python have kTLS).
+        certificate: What the certificate is, and where it came from.
+        cases: The cases measured over TLS.
+        handshake_tool: How the handshakes were made, or why they were not.
+        handshakes: One run per repetition (empty when not measured).
+    """
+
+    server: str
+    plain: str
+    strategy: str
+    certificate: str
+    cases: tuple[str, ...]
+    handshake_tool: str
+    handshakes: tuple[HandshakeRun, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Measurements:
     """``measurements.json``: everything the suite measured besides the pyperf files."""
 
@@ -486,6 +543,8 @@ class Measurements:
     counts: tuple[CountWindow, ...]
     tracer_losses: tuple[TracerLoss, ...]
     perf: tuple[PerfRecord, ...]
+    tls: TlsRecord | None
+    """The TLS server, when one ran (``skipped["tls"]`` says why not)."""
     skipped: dict[str, str]
     """What was not measured, and why, by phase or tool."""
 

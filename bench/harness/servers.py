@@ -63,8 +63,8 @@ __all__ = [
     "zerocopy_argv",
 ]
 
-URL_RE: Final = re.compile(r"http://127\.0\.0\.1:(?P<port>[0-9]+)/")
-"""How every announcing server says where it listens."""
+URL_RE: Final = re.compile(r"https?://127\.0\.0\.1:(?P<port>[0-9]+)/")
+"""How every announcing server says where it listens (zerocopy with TLS says https)."""
 
 START_TIMEOUT_S: Final = 30.0
 """Python servers import a lot on a busy machine; none needs more than a few seconds here."""
@@ -76,7 +76,7 @@ COUNTERS_FLAGS: Final = ("--metrics-port", "0", "--log-level", "warning")
 """How the suite and the hardening benchmarks run zerocopy: counters on a port of their own."""
 
 _POLL_S: Final = 0.05
-_READY = re.compile(r"serving .*? on (?P<url>http://[^/\s]+/)")
+_READY = re.compile(r"serving .*? on (?P<url>https?://[^/\s]+/)")
 _STRATEGY = re.compile(r"\(strategy (?P<strategy>[\w-]+)\)")
 _METRICS = re.compile(r"metrics on (?P<metrics>http://\S+/metrics)")
 _PORT = re.compile(r":(\d+)/")
