@@ -500,6 +500,7 @@ def test_nginx_template_renders_completely() -> None:
         "SENDFILE": "off",
         "AIO": "threads",
         "WORKERS": "2",
+        "AUTOINDEX": "off",
     }
     conf = render_template(template, values)
     assert "@" not in conf

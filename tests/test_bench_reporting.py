@@ -17,6 +17,7 @@ from pathlib import Path
 import pyperf
 import pytest
 
+from bench.hardening.listing import listing_medians
 from bench.harness import schema
 from bench.harness.names import STRATEGIES
 from bench.harness.results import write_record
@@ -626,8 +627,33 @@ def test_hardening_markdown_states_targets_and_verdicts():
     idle = schema.IdleResult(
         5000, 60.0, 5000, 1000, 201000, 201000, 40.0, _summary(1.0), _summary(3.0), 0
     )
-    results = schema.HardeningResults(machine=_machine(), cold=cold, slow=None, idle=idle)
+    listing_runs = tuple(
+        schema.ListingRun(
+            rep, server, page, 8, 0.5, 0, _summary(0.5),
+            schema.LatencySummary(900, 1.0, p99, p99 * 3), rss,
+        )
+        for rep in range(2)
+        for server, page, p99, rss in (
+            ("zerocopy", 60_000_000, 1400.0 + rep * 200, 1_400_000),
+            ("nginx-autoindex", 58_000_000, 700.0 + rep * 100, 9_000),
+        )
+    )  # fmt: skip
+    listing = schema.ListingResult(
+        entries=200_000,
+        clients=8,
+        window_s=10.0,
+        settings={"zerocopy": "defaults", "nginx-autoindex": "autoindex on"},
+        runs=listing_runs,
+        medians=listing_medians(listing_runs),
+    )
+    results = schema.HardeningResults(
+        machine=_machine(), cold=cold, slow=None, idle=idle, listing=listing
+    )
     text = render(results)
+    # Medians 1500 and 750 ms; per repetition 1400/700 and 1600/800: 2.0x nginx.
+    assert "| zerocopy | 1,500.0 | 4,500.0 | 2.0x | 1,367 MiB | 60.0 MB | 0.50 | 0 |" in text
+    assert "| nginx-autoindex | 750.0 | 2,250.0 | 1.0x | 9 MiB | 58.0 MB | 0.50 | 0 |" in text
+    assert "200,000 entries" in text
     assert "| zerocopy-offload | 1.00 | 1.50 | 1.5x | 0.60x | 4,000 | met |" in text
     assert "| nginx-aio-threads | 0.50 | 2.50 | 5.0x | 1.00x | 3,000 | (reference) |" in text
     assert "- nginx-aio-threads: aio threads" in text

@@ -115,6 +115,7 @@ def start_nginx(
     workers: int = 1,
     cpus: Collection[int] | None = None,
     name: str | None = None,
+    autoindex: bool = False,
 ) -> RunningServer:
     """Start nginx in the foreground serving ``root``, in a prefix of its own under the set's
     work directory, and wait until it is ready.
@@ -128,6 +129,7 @@ def start_nginx(
         workers: ``worker_processes``.
         cpus: Pin it to these CPUs instead of the set's CPU.
         name: For its log and prefix (default: the configuration's name).
+        autoindex: List directories (``autoindex on``), for the listing case.
 
     Raises:
         ServerStartError: nginx is missing, exited, or was not ready in time.
@@ -153,6 +155,7 @@ def start_nginx(
             "SENDFILE": "on" if config.sendfile else "off",
             "AIO": "threads" if config.aio_threads else "off",
             "WORKERS": str(workers),
+            "AUTOINDEX": "on" if autoindex else "off",
         }
         conf.write_text(render_template(template, values))
         try:

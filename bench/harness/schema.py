@@ -51,6 +51,9 @@ __all__ = [
     "LatencyCase",
     "LatencyPlan",
     "LatencySummary",
+    "ListingMedian",
+    "ListingResult",
+    "ListingRun",
     "LoadMeta",
     "LoadResults",
     "Machine",
@@ -907,10 +910,66 @@ class IdleResult:
 
 @final
 @dataclass(frozen=True, slots=True)
+class ListingRun:
+    """One server, freshly started, while concurrent clients fetch a huge directory listing.
+
+    Attributes:
+        rep: The repetition.
+        server: ``zerocopy`` or ``nginx-autoindex``.
+        page_bytes: The size of one listing page as the server sent it (``None``: no client
+            completed a page).
+        listings: Listings completed by all clients together, the window's and those that
+            finished after it.
+        listings_per_s: ``listings`` over the time from the start to the last one's end.
+        client_errors: Fetches that failed (a reset, a status other than 200, a timeout).
+        baseline: The probe on the idle server just before.
+        probe: The probe during the window.
+        peak_rss_kib: The serving process's peak RSS (``VmHWM``) at the end of the run.
+    """
+
+    rep: int
+    server: str
+    page_bytes: int | None
+    listings: int
+    listings_per_s: float
+    client_errors: int
+    baseline: LatencySummary
+    probe: LatencySummary
+    peak_rss_kib: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ListingMedian:
+    """Medians over a server's listing runs."""
+
+    probe_p99_ms: float | None
+    probe_max_ms: float | None
+    peak_rss_kib: float | None
+    listings_per_s: float | None
+    page_bytes: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ListingResult:
+    """A 4 KiB probe's stall while concurrent clients list a directory of ``entries`` files."""
+
+    entries: int
+    clients: int
+    window_s: float
+    settings: dict[str, str]
+    runs: tuple[ListingRun, ...]
+    medians: dict[str, ListingMedian]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HardeningResults:
-    """``hardening.json``: whichever of the three cases have run (``None``: not yet)."""
+    """``hardening.json``: whichever of the four cases have run (``None``: not yet)."""
 
     machine: Machine
     cold: ColdResult | None
     slow: SlowResult | None
     idle: IdleResult | None
+    listing: ListingResult | None
