@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -394,3 +396,29 @@ async def test_spa_routes_get_the_index(make, site: Path) -> None:
     assert (await get(server, "/missing.png")).status == 404  # looks like a file
     assert (await get(server, "/.env")).status == 404  # has a dot
     assert (await get(server, "/js/app.js")).body == APP  # real files win
+
+
+# -- REDbot, an HTTP linter nobody here wrote ------------------------------------------------
+
+REDBOT = shutil.which("redbot", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(REDBOT is None, reason="redbot (the test extra) is not installed")
+async def test_redbot_finds_nothing_wrong_with_a_precompressed_file(make) -> None:
+    # With a freshness lifetime set, REDbot's checks (negotiation, validators, ranges, the
+    # length, caching) give no warning: a file with sidecars answers as a cache expects.
+    server = await make(cache_control="max-age=60")
+    url = f"http://127.0.0.1:{server.port}/js/app.js"
+
+    def check() -> str:
+        assert REDBOT is not None
+        result = subprocess.run(
+            [REDBOT, "-o", "har", url], capture_output=True, text=True, timeout=120, check=True
+        )
+        return result.stdout
+
+    har = json.loads(await trio.to_thread.run_sync(check))
+    notes = [note for entry in har["log"]["entries"] for note in entry.get("_red_messages", [])]
+    assert any(note["note_id"] == "CONNEG_GZIP_GOOD" for note in notes), notes
+    problems = [note for note in notes if note["level"] in ("WARN", "BAD")]
+    assert problems == []

@@ -12,6 +12,7 @@ from tests import test_transfer_conformance as conformance
 from zerocopy.transfer import Counters, Offload, ReadWrite, Sendfile, Splice
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from zerocopy.transfer import TransferStrategy
@@ -80,3 +81,36 @@ async def test_offload(tmp_path: Path, name: str, case: str, threads: int) -> No
     else:  # probed (or read) without waiting, and stayed on the loop
         assert counters.offloaded == 0
         assert counters.syscalls["preadv2"] >= 1
+
+
+def _zero_before_eof(real: Callable[..., int]) -> Callable[..., int]:
+    """``os.preadv`` as Linux 5.9 and 5.10 can behave: an RWF_NOWAIT read of pages that are not
+    cached returns 0, as if at end of file, instead of failing with EAGAIN (lighttpd's source
+    works around it). Blocking reads are real."""
+
+    def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+        if flags & os.RWF_NOWAIT:
+            return 0
+        return real(fd, buffers, offset, flags)
+
+    return preadv
+
+
+@pytest.mark.parametrize("name", ["sendfile", "splice", "readwrite"])
+async def test_a_zero_from_the_probe_means_not_cached(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 0 from the page-cache probe is never taken for end of file (which would end the
+    # transfer as truncated) nor for "cached" (which would block the loop): the chunk goes to a
+    # thread, where the real read finds the data.
+    fd, data = _cold_file(tmp_path / "data.bin")
+    monkeypatch.setattr(os, "preadv", _zero_before_eof(os.preadv))
+    counters = Counters()
+    strategy = _build(name, counters, threads=2)
+    try:
+        assert await _send(strategy, fd) == conformance.sha256(data)
+    finally:
+        strategy.close()
+        os.close(fd)
+    assert counters.truncated == 0
+    assert counters.offloaded >= SIZE // (2 * MiB)  # every chunk went to a thread
