@@ -166,7 +166,7 @@ def _listing(listing: ListingResult) -> list[str]:
                 server,
                 fixed(median.probe_p99_ms, 1),
                 fixed(median.probe_max_ms, 1),
-                fixed(vs, 1, "x"),
+                fixed(vs, 2, "x"),
                 fixed(median.peak_rss_kib / 1024 if median.peak_rss_kib else None, 0, " MiB"),
                 fixed(median.page_bytes / 1e6 if median.page_bytes else None, 1, " MB"),
                 fixed(median.listings_per_s, 2),

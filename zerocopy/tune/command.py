@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
+import trio
+
 from zerocopy import __version__
 from zerocopy.tune.client import KeepAliveClient, request_bytes
 from zerocopy.tune.measure import (
@@ -188,7 +190,6 @@ def _write_files(root: Path, sizes: Mapping[str, int]) -> dict[int, str]:
 
 def _check_and_warm(servers: Mapping[str, ServerProcess], files: Mapping[int, str]) -> None:
     """Every file is served whole by every server; then each is fetched a few more times."""
-    import trio
 
     async def fetch(port: int) -> None:
         async with await KeepAliveClient.connect(port) as client:
@@ -268,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"zerocopy tune: server CPU per request, `serve --strategy auto` sending from memory "
         f"against `--strategy sendfile`, at {len(sizes)} sizes, {args.rounds} rounds of "
-        f"{window:g} s windows (about {window * windows_total:.0f} s of load); load: "
+        f"{window:.3g} s windows (about {window * windows_total:.0f} s of load); load: "
         f"{load.description}; {pinning}",
         flush=True,
     )
