@@ -86,7 +86,9 @@ class RawClient:
         code = response.status
         if head_only or code == 304 or 100 <= code < 200 or code == 204:
             return response
-        if length is None:
+        if (response.header("Transfer-Encoding") or "").lower() == "chunked":
+            response.body = await self._read_chunked()
+        elif length is None:
             # No framing: body runs to EOF.
             while await self._fill():
                 pass
@@ -95,6 +97,21 @@ class RawClient:
         else:
             response.body = await self._read_exactly(int(length))
         return response
+
+    async def _read_chunked(self) -> bytes:
+        """A chunked body (RFC 9112 §7.1), strictly: hex sizes, CRLF after each chunk, no
+        extensions or trailers expected."""
+        body = bytearray()
+        while True:
+            line = (await self._read_until(b"\r\n"))[:-2]
+            assert line, "empty chunk-size line"
+            assert all(c in b"0123456789abcdefABCDEF" for c in line), line
+            size = int(line, 16)
+            if size == 0:
+                assert await self._read_exactly(2) == b"\r\n", "trailers or a bad last chunk"
+                return bytes(body)
+            body += await self._read_exactly(size)
+            assert await self._read_exactly(2) == b"\r\n", "chunk not followed by CRLF"
 
     async def request(
         self, target: str, method: str = "GET", headers: dict[str, str] | None = None

@@ -8,6 +8,7 @@ holds none, and Python's ``unicode_escape`` codec reads it back as the name.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import stat
@@ -19,7 +20,16 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 
 from tests.oracles import is_visible, unescape
-from zerocopy.files import Entry, Root, read_entries, render_listing
+from zerocopy.files import (
+    PAGE_TAIL,
+    DirectoryReader,
+    Entry,
+    Root,
+    read_entries,
+    render_head,
+    render_listing,
+    render_rows,
+)
 
 
 @dataclass
@@ -347,3 +357,113 @@ def test_dates_beyond_time_t_do_not_break_the_page(mtime: float) -> None:
 def test_directory_size_is_not_shown() -> None:
     body = render_listing([Entry("d", True, 4096, 0.0), Entry("f", False, 4096, 0.0)], "/")
     assert body.count(b">4096<") == 1
+
+
+# -- bounds: at most `limit` entries read, in batches, and a note when the directory is cut ------
+
+
+def _reader(directory: Path, limit: int) -> tuple[DirectoryReader, int]:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return DirectoryReader(fd, follow_symlinks=False, limit=limit), fd
+
+
+@pytest.mark.parametrize(("count", "limit", "cut"), [(12, 5, True), (5, 5, False), (4, 5, False)])
+def test_reader_reads_at_most_the_limit(tmp_path: Path, count: int, limit: int, cut: bool) -> None:
+    for index in range(count):
+        (tmp_path / f"f{index:02d}").write_text("x")
+    reader, fd = _reader(tmp_path, limit)
+    try:
+        assert reader.read(1000)
+    finally:
+        reader.close()
+        os.close(fd)
+    assert reader.examined == min(count, limit)
+    assert len(reader.entries) == min(count, limit)
+    assert reader.cut is cut
+    # Whatever was read is sorted, and is some of the directory's own names.
+    names = [row[0] for row in reader.entries]
+    assert names == sorted(names)
+    assert set(names) <= set(os.listdir(tmp_path))
+
+
+def test_reader_reads_one_batch_per_call(tmp_path: Path) -> None:
+    for index in range(10):
+        (tmp_path / f"f{index}").write_text("x")
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # read, counted, not listed
+    reader, fd = _reader(tmp_path, limit=100)
+    try:
+        progress = []
+        while not reader.read(4):
+            progress.append(reader.examined)
+        progress.append(reader.examined)
+        assert reader.read(4)  # done stays done
+    finally:
+        reader.close()
+        os.close(fd)
+    assert progress == [4, 8, 12, 12]
+    assert not reader.cut
+    assert [(name, is_dir) for name, is_dir, _, _ in reader.entries] == [("d", True)] + [
+        (f"f{index}", False) for index in range(10)
+    ]
+
+
+def test_a_reader_closed_early_releases_its_directory(tmp_path: Path) -> None:
+    for index in range(10):
+        (tmp_path / f"f{index}").write_text("x")
+    before = len(os.listdir("/proc/self/fd"))
+    reader, fd = _reader(tmp_path, limit=100)
+    assert not reader.read(3)  # scandir holds a duplicate of fd now
+    assert len(os.listdir("/proc/self/fd")) == before + 2
+    reader.close()
+    reader.close()  # idempotent
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    with pytest.raises(ValueError, match="after close"):
+        reader.read(3)  # not read again from the start
+    os.close(fd)
+
+
+def test_rows_are_not_tracked_by_the_garbage_collector(tmp_path: Path) -> None:
+    # The entries of listings in flight must not lengthen full collections, which stall the
+    # event loop (see listing.Row): plain tuples of str and numbers are untracked.
+    for index in range(3):
+        (tmp_path / f"f{index}").write_text("x")
+    reader, fd = _reader(tmp_path, limit=100)
+    try:
+        reader.read(100)
+    finally:
+        reader.close()
+        os.close(fd)
+    gc.collect()
+    assert reader.entries
+    assert not any(gc.is_tracked(row) for row in reader.entries)
+
+
+def test_read_entries_takes_a_limit(tmp_path: Path) -> None:
+    for index in range(7):
+        (tmp_path / f"f{index}").write_text("x")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        assert len(read_entries(fd, follow_symlinks=False, limit=3)) == 3
+        assert len(read_entries(fd, follow_symlinks=False)) == 7
+    finally:
+        os.close(fd)
+
+
+def test_a_cut_listing_says_so_and_a_whole_one_does_not() -> None:
+    rows = [Entry("a", False, 1, 0.0), Entry("b", False, 1, 0.0)]
+    whole = render_listing(rows, "/d/")
+    cut = render_listing(rows, "/d/", cut=(10_000, 2))
+    assert b'class="cut"' not in whole
+    assert cut.count(b'class="cut"') == 1
+    assert b"more than 10,000 entries" in cut
+    assert b"The 2 shown" in cut
+    assert parse(cut).links == parse(whole).links  # the note links nowhere
+
+
+def test_the_page_is_its_pieces() -> None:
+    rows = [Entry("d", True, 0, 0.0), Entry("f", False, 3, 0.0)]
+    assert (
+        render_listing(rows, "/x/")
+        == render_head("/x/") + render_rows(rows[:1]) + render_rows(rows[1:]) + PAGE_TAIL
+    )

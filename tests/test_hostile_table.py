@@ -881,17 +881,23 @@ async def _parse_all(data: bytes) -> list[Response]:
 def check_response(response: Response, *, head: bool = False) -> None:
     """What must hold of any response, whatever the request.
 
-    The reader takes exactly Content-Length bytes as the body; that the length was right
-    shows in what comes next on the connection, which :func:`exchange` checks.
+    The reader takes exactly Content-Length bytes (or the chunks of a listing) as the body;
+    that the framing was right shows in what comes next on the connection, which
+    :func:`exchange` checks.
     """
     assert response.status in ALLOWED_STATUSES, response.status
     assert SECRET not in response.body
     assert b"root:x:0:0" not in response.body
-    if response.status != 304:
-        length = response.header("Content-Length")
-        assert length is not None
-        if not head:
-            assert int(length) == len(response.body)
+    length = response.header("Content-Length")
+    if response.status == 304:
+        pass
+    elif length is None:
+        # Only a listing is streamed: chunked for GET, no framing fields for HEAD.
+        assert response.status == 200
+        assert response.header("Content-Type") == "text/html; charset=utf-8"
+        assert response.header("Transfer-Encoding") == (None if head else "chunked")
+    elif not head:
+        assert int(length) == len(response.body)
     location = response.header("Location")
     if location is not None:
         raw = location.encode("latin-1")

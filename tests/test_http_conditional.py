@@ -310,6 +310,35 @@ def test_preconditions(fields: list[bytes], expected: int | None, method: bytes)
     assert evaluate_preconditions(request(*fields, method=method), ETAG, MTIME) == expected
 
 
+# A representation without validators (a directory listing): only `*` matches a tag list, and
+# the date conditions are ignored (RFC 9110 §13.1.3-4: no modification date available).
+NO_VALIDATOR_CASES: list[tuple[str, list[bytes], int | None]] = [
+    ("no conditionals", [], None),
+    ("If-Match *", [b"If-Match: *"], None),
+    ("If-Match a tag", [b'If-Match: "nope"'], 412),
+    ("If-Match a weak tag", [b'If-Match: W/"nope"'], 412),
+    ("If-Match an empty tag", [b'If-Match: ""'], 412),
+    ("IUS ignored", [b"If-Unmodified-Since: " + EARLIER], None),
+    ("IUS in 1970 ignored", [b"If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"], None),
+    ("INM *", [b"If-None-Match: *"], 304),
+    ("INM a tag", [b'If-None-Match: "nope"'], None),
+    ("INM a weak tag", [b'If-None-Match: W/"nope"'], None),
+    ("IMS ignored", [b"If-Modified-Since: Fri, 31 Dec 9999 23:59:59 GMT"], None),
+    ("If-Match fails before INM *", [b'If-Match: "nope"', b"If-None-Match: *"], 412),
+    ("If-Match * then INM *", [b"If-Match: *", b"If-None-Match: *"], 304),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"), [pytest.param(f, e, id=i) for i, f, e in NO_VALIDATOR_CASES]
+)
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_preconditions_without_validators(
+    fields: list[bytes], expected: int | None, method: bytes
+) -> None:
+    assert evaluate_preconditions(request(*fields, method=method), None, None) == expected
+
+
 # -- If-Range -------------------------------------------------------------------------------
 
 IF_RANGE_CASES: list[tuple[str, list[bytes], bool]] = [

@@ -12,6 +12,7 @@ import pytest
 from tests.oracles import multipart_parts
 from zerocopy.http import (
     ALLOW,
+    LAST_CHUNK,
     DateCache,
     HTTPError,
     Representation,
@@ -20,9 +21,11 @@ from zerocopy.http import (
     ResponsePlan,
     check_method,
     format_http_date,
+    frame_chunk,
     plan_content,
     plan_error,
     plan_file,
+    plan_listing,
     plan_redirect,
 )
 from zerocopy.span import FileSpan
@@ -430,6 +433,84 @@ def test_plan_content() -> None:
         body, b"text/html", request(method=b"HEAD"), date=DATE, keep_alive=True
     )
     assert head_only.body == ()
+
+
+# -- listings: streamed after the head -------------------------------------------------------
+
+HTML = b"text/html; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "keep_alive", "stream", "connection"),
+    [
+        # HTTP/1.1: chunked, and the connection stays open.
+        (b"GET", b"1.1", True, "chunked", None),
+        (b"GET", b"1.1", False, "chunked", b"close"),
+        # HTTP/1.0 has no chunked coding: the close delimits the body.
+        (b"GET", b"1.0", True, "close", b"close"),
+        (b"GET", b"1.0", False, "close", b"close"),
+        # HEAD: no body, and nothing to stream; the connection may stay open.
+        (b"HEAD", b"1.1", True, None, None),
+        (b"HEAD", b"1.0", True, None, b"keep-alive"),
+    ],
+)
+def test_plan_listing(
+    method: bytes,
+    version: bytes,
+    keep_alive: bool,
+    stream: str | None,
+    connection: bytes | None,
+) -> None:
+    fields = (b"Connection: keep-alive",) if version == b"1.0" and keep_alive else ()
+    req = request(*fields, method=method, version=version, target=b"/d/")
+    result = plan_listing(req, HTML, date=DATE, keep_alive=keep_alive)
+    status_line, head = parse_head(result.head)
+    assert status_line == b"HTTP/1.1 200 OK"
+    assert (result.status, result.body, result.stream) == (200, (), stream)
+    assert result.keep_alive is (connection != b"close")
+    assert head.get(b"connection") == connection
+    assert head[b"content-type"] == HTML
+    assert head[b"cache-control"] == b"no-cache"
+    # No length and no validators; chunked only when the body is.
+    assert b"content-length" not in head
+    assert head.get(b"transfer-encoding") == (b"chunked" if stream == "chunked" else None)
+    for name in (b"etag", b"last-modified", b"accept-ranges"):
+        assert name not in head
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+@pytest.mark.parametrize(
+    ("field", "status"),
+    [
+        (b'If-Match: "nope"', 412),
+        (b"If-Match: *", 200),
+        (b"If-None-Match: *", 304),
+        (b'If-None-Match: "nope"', 200),
+        (b"If-Modified-Since: " + DATE, 200),
+        (b"If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT", 200),
+        (b"Range: bytes=0-0", 200),
+    ],
+)
+def test_plan_listing_conditionals(field: bytes, status: int, method: bytes) -> None:
+    result = plan_listing(request(field, method=method), HTML, date=DATE, keep_alive=True)
+    _, head = parse_head(result.head)
+    assert result.status == status
+    assert result.keep_alive
+    if status == 304:
+        assert (result.body, result.stream) == ((), None)
+        assert head[b"cache-control"] == b"no-cache"  # what the 200 would carry
+        assert b"content-length" not in head
+    elif status == 412:
+        assert result.stream is None
+        assert result.body_length == (0 if method == b"HEAD" else int(head[b"content-length"]))
+
+
+def test_chunk_framing() -> None:
+    assert frame_chunk(b"x") == b"1\r\nx\r\n"
+    assert frame_chunk(b"y" * 300) == b"12c\r\n" + b"y" * 300 + b"\r\n"
+    assert LAST_CHUNK == b"0\r\n\r\n"
+    with pytest.raises(AssertionError):
+        frame_chunk(b"")
 
 
 # -- Date -----------------------------------------------------------------------------------

@@ -272,7 +272,7 @@ async def test_cache_control_and_rules_last_match_wins(make) -> None:
 
 async def test_nosniff_on_every_response_unless_turned_off(make) -> None:
     server = await make()
-    for target in ("/index.html", "/missing", "/js", "/%zz"):
+    for target in ("/index.html", "/missing", "/js", "/js/", "/%zz"):
         response = await get(server, target)
         assert response.header("X-Content-Type-Options") == "nosniff", target
     quiet = await make(nosniff=False)

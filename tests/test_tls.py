@@ -128,6 +128,20 @@ async def test_stdlib_client_downloads_and_ranges(
     assert results[len(names) + 1] == (206, (www / "1m.bin").read_bytes()[-10:])
 
 
+async def test_a_listing_streams_over_tls(tls_server: Server, www: Path, certs: Certs) -> None:
+    # A listing's body is sent after its head, chunk by chunk, through the TLS channel; the
+    # stdlib client reads the chunked page and the next request on the same connection.
+    requests: list[tuple[str, dict[str, str]]] = [("/list/", {}), ("/hello.txt", {})]
+    results = await trio.to_thread.run_sync(
+        _stdlib_downloads, tls_server.port, certs.client_context(), requests
+    )
+    (status, page), (_, hello) = results
+    assert status == 200
+    assert b"b.txt" in page
+    assert page.rstrip().endswith(b"</html>")
+    assert hello == (www / "hello.txt").read_bytes()
+
+
 async def test_curl_wget_aria2c(
     tls_server: Server, www: Path, certs: Certs, tmp_path: Path
 ) -> None:

@@ -403,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{_default(ServerConfig, 'auto_threshold')})",
     )
     limits.add_argument(
+        "--max-listing-entries",
+        type=_count,
+        metavar="N",
+        default=_default(ServerConfig, "max_listing_entries"),
+        help="directory entries read for one listing; a directory holding more is listed in "
+        "part, with a note saying so",
+    )
+    limits.add_argument(
         "--max-head-size",
         type=_count,
         metavar="N",
@@ -575,6 +583,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         auth_file=args.auth_file,
         auth_realm=args.auth_realm,
+        max_listing_entries=args.max_listing_entries,
     )
 
 

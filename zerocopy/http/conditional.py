@@ -15,6 +15,13 @@ that sends that date back in If-Modified-Since gets 304, as it does for any othe
 times past 9999 look the same to If-Modified-Since; the ETag (nanosecond mtime and size)
 still tells them apart, and a client that has it sends If-None-Match, which wins.
 
+A representation without validators (a directory listing, as nginx and Apache send it) has no
+entity-tag and no modification date. Then only ``*`` matches a tag list (RFC 9110 §13.1.1-2:
+the representation exists), so ``If-Match: "x"`` gets 412 and ``If-None-Match: *`` gets 304;
+and If-Unmodified-Since and If-Modified-Since are ignored (§13.1.3-4: a recipient MUST ignore
+them when the resource has no modification date; nginx answers 412 to If-Unmodified-Since
+there).
+
 If-Range is stricter. RFC 9110 §13.1.5 honours a date only when it is a strong validator, and a
 clamped date stands for every time past 9999 (or before 1970), so it is not one: If-Range with
 it gets the whole file. A false match there would splice the bytes of two different files into
@@ -36,9 +43,11 @@ __all__ = ["evaluate_preconditions", "if_range_allows"]
 _ENTITY_TAG: Final = re.compile(rb'(?:W/)?"[^"]*"')
 
 
-def _tag_list_matches(field: bytes, etag: bytes, *, weak: bool) -> bool:
+def _tag_list_matches(field: bytes, etag: bytes | None, *, weak: bool) -> bool:
     if field.strip() == b"*":
         return True
+    if etag is None:
+        return False
     for match in _ENTITY_TAG.finditer(field):
         tag = match.group()
         if tag.startswith(b"W/"):
@@ -49,16 +58,17 @@ def _tag_list_matches(field: bytes, etag: bytes, *, weak: bool) -> bool:
     return False
 
 
-def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | None:
+def evaluate_preconditions(request: Request, etag: bytes | None, mtime: int | None) -> int | None:
     """Return 412, 304, or ``None`` when the request should proceed.
 
     Args:
         request: A GET or HEAD request.
-        etag: The file's strong entity-tag, quotes included.
-        mtime: The file's modification time in whole seconds, as ``stat`` gave it; compared
-            as Last-Modified writes it (clamped by ``http_time``).
+        etag: The representation's strong entity-tag, quotes included; ``None``: it has none.
+        mtime: Its modification time in whole seconds, as ``stat`` gave it, compared as
+            Last-Modified writes it (clamped by ``http_time``); ``None``: it has none, and the
+            date conditions are ignored.
     """
-    last_modified = http_time(mtime)
+    last_modified = None if mtime is None else http_time(mtime)
     headers = request.headers
     if_match = headers.get(b"if-match")
     if if_match is not None:
@@ -66,7 +76,7 @@ def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | N
             return 412
     else:
         since = request.single(b"if-unmodified-since")
-        if since is not None:
+        if since is not None and last_modified is not None:
             when = parse_http_date(since)
             if when is not None and last_modified > when:
                 return 412
@@ -76,7 +86,7 @@ def evaluate_preconditions(request: Request, etag: bytes, mtime: int) -> int | N
             return 304
     else:
         since = request.single(b"if-modified-since")
-        if since is not None:
+        if since is not None and last_modified is not None:
             when = parse_http_date(since)
             if when is not None and last_modified <= when:
                 return 304

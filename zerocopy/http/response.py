@@ -1,9 +1,16 @@
 """Response plans: what to send, decided without doing any I/O.
 
 A :class:`ResponsePlan` holds the status, the complete head as bytes, and the body as a tuple
-of parts, each either small ``bytes`` (multipart boundaries, error text, a listing) or a
+of parts, each either small ``bytes`` (multipart boundaries, error text) or a
 :class:`~zerocopy.span.FileSpan` for a transfer strategy to stream. Whoever sends the plan
 decides nothing: it writes the head, then the parts in order.
+
+A body that is produced while it is sent (a directory listing) is not in the plan: the plan
+says how it is framed (``stream``), and :func:`frame_chunk` and :data:`LAST_CHUNK` frame it.
+
+Every ``plan_*`` function takes ``extra``: header fields the operator adds (``nosniff``,
+CORS, ``Cache-Control`` and ``--header`` rules; ``http/headers.py``), placed before
+``Connection``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Literal, final
 
 from zerocopy.http.conditional import evaluate_preconditions, if_range_allows
 from zerocopy.http.dates import format_http_date
@@ -24,12 +31,15 @@ if TYPE_CHECKING:
     from zerocopy.span import FileSpan
 
 __all__ = [
+    "LAST_CHUNK",
     "Representation",
     "ResponsePlan",
+    "frame_chunk",
     "head_200",
     "plan_content",
     "plan_error",
     "plan_file",
+    "plan_listing",
     "plan_page",
     "plan_redirect",
     "plan_status",
@@ -85,16 +95,21 @@ class ResponsePlan:
         head: The status line and header fields, ending with the blank line.
         body: Parts to send after the head, in order.
         keep_alive: Whether the connection may serve another request afterwards.
+        stream: ``None``: the body is :attr:`body`. Otherwise the body is produced after the
+            head is sent, by whoever made the plan, and framed ``chunked`` (HTTP/1.1) or
+            ``close``-delimited (HTTP/1.0: the connection closes after it).
     """
 
     status: int
     head: bytes
     body: tuple[bytes | FileSpan, ...] = ()
     keep_alive: bool = True
+    stream: Literal["chunked", "close"] | None = None
 
     @property
     def body_length(self) -> int:
-        """Bytes in the body: what Content-Length announced (0 for HEAD)."""
+        """Bytes in :attr:`body`: what Content-Length announced (0 for HEAD, and for a
+        streamed body, which is counted as it is sent)."""
         return sum(len(part) for part in self.body)
 
 
@@ -169,6 +184,7 @@ def plan_error(
     version: str = "1.1",
     keep_alive: bool = False,
     head_only: bool = False,
+    extra: bytes = b"",
 ) -> ResponsePlan:
     """A short plain-text error response.
 
@@ -178,12 +194,14 @@ def plan_error(
         version: The request's HTTP version, ``"1.1"`` when it is unknown.
         keep_alive: Whether the client allowed keep-alive.
         head_only: Answer a HEAD request: the same head, no body.
+        extra: The operator's fields (see the module docstring).
     """
     status = error.status_hint
     keep_alive = keep_alive and not error.close
     text = b"%d %s\n" % (status, HTTPStatus(status).phrase.encode("ascii"))
     fields = [b"%s: %s\r\n" % pair for pair in error.headers]
     fields.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (_TEXT, len(text)))
+    fields.append(extra)
     head = _head(status, date, fields, version=version, keep_alive=keep_alive)
     return ResponsePlan(status, head, () if head_only else (text,), keep_alive)
 
@@ -196,17 +214,23 @@ def plan_page(
     *,
     date: bytes,
     keep_alive: bool,
+    extra: bytes = b"",
 ) -> ResponsePlan:
     """A page read from a file, sent with ``status`` (``--not-found``): its type and length,
     no validators (they would describe the page, not what was asked for)."""
-    fields = [b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, body.count)]
+    fields = [b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, body.count), extra]
     head = _head(status, date, fields, version=request.version, keep_alive=keep_alive)
     parts: tuple[FileSpan, ...] = () if request.method == "HEAD" or not body.count else (body,)
     return ResponsePlan(status, head, parts, keep_alive)
 
 
 def plan_status(
-    status: int, fields: bytes, request: Request, *, date: bytes, keep_alive: bool
+    status: int,
+    fields: bytes,
+    request: Request,
+    *,
+    date: bytes,
+    keep_alive: bool,
 ) -> ResponsePlan:
     """A response of ``status`` with ``fields`` and no content (a 204)."""
     head = _head(status, date, [fields], version=request.version, keep_alive=keep_alive)
@@ -214,12 +238,14 @@ def plan_status(
 
 
 def plan_redirect(
-    location: bytes, request: Request, *, date: bytes, keep_alive: bool
+    location: bytes, request: Request, *, date: bytes, keep_alive: bool, extra: bytes = b""
 ) -> ResponsePlan:
     """301 to ``location`` (already made safe by ``redirect_location``)."""
     text = b"301 Moved Permanently: " + location + b"\n"
     fields = [
-        b"Location: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (location, _TEXT, len(text))
+        b"Location: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+        % (location, _TEXT, len(text)),
+        extra,
     ]
     head = _head(301, date, fields, version=request.version, keep_alive=keep_alive)
     return ResponsePlan(301, head, () if request.method == "HEAD" else (text,), keep_alive)
@@ -228,13 +254,102 @@ def plan_redirect(
 def plan_content(
     body: bytes, content_type: bytes, request: Request, *, date: bytes, keep_alive: bool
 ) -> ResponsePlan:
-    """200 with a generated body, such as a directory listing. No validators, no ranges."""
+    """200 with a small generated body, such as the metrics page. No validators, no ranges."""
     fields = [
         b"Content-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n"
         % (content_type, len(body))
     ]
     head = _head(200, date, fields, version=request.version, keep_alive=keep_alive)
     return ResponsePlan(200, head, () if request.method == "HEAD" else (body,), keep_alive)
+
+
+def _precondition_plan(
+    request: Request,
+    etag: bytes | None,
+    mtime: int | None,
+    fields_304: bytes,
+    date: bytes,
+    keep_alive: bool,
+    common: bytes,
+) -> ResponsePlan | None:
+    """The 304 (with ``fields_304``) or 412 (with ``common``) that the preconditions call
+    for, or ``None``."""
+    precondition = evaluate_preconditions(request, etag, mtime)
+    if precondition == 304:
+        head = _head(304, date, [fields_304], version=request.version, keep_alive=keep_alive)
+        return ResponsePlan(304, head, (), keep_alive)
+    if precondition == 412:
+        error = HTTPError(412, "precondition failed", close=False)
+        return plan_error(
+            error,
+            date=date,
+            version=request.version,
+            keep_alive=keep_alive,
+            head_only=request.method == "HEAD",
+            extra=common,
+        )
+    return None
+
+
+_NO_CACHE: Final = b"Cache-Control: no-cache\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+"""The end of a chunked body (RFC 9112 §7.1): the last chunk, no trailers."""
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body (RFC 9112 §7.1); ``data`` must not be empty,
+    which would end the body."""
+    assert data, "an empty chunk is the last chunk"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def plan_listing(
+    request: Request, content_type: bytes, *, date: bytes, keep_alive: bool, extra: bytes = b""
+) -> ResponsePlan:
+    """The head of a generated page that is streamed after it (a directory listing).
+
+    As nginx's autoindex: no Content-Length, so that nothing need be rendered before the head
+    goes out; the body is chunked for HTTP/1.1 and delimited by the close for HTTP/1.0. HEAD
+    gets the same head without framing fields and without a body, so it costs no rendering
+    (RFC 9110 §9.3.2 lets a HEAD response omit what is known only once the content is made).
+
+    A listing has no validators: no ETag and no Last-Modified. A directory's mtime changes
+    when names are added or removed, not when a listed file changes its size or date (Apache
+    warns of the same for ``IndexOptions TrackModified``), so it cannot vouch for the page;
+    a digest of the page would cost the rendering that a 304 was meant to save. Conditionals
+    are evaluated as for a representation without validators (see ``conditional.py``):
+    ``If-Match`` with tags gets 412, ``If-None-Match: *`` gets 304, the date conditions are
+    ignored. Range is ignored: the 200 has no ``Accept-Ranges``.
+
+    Args:
+        request: A GET or HEAD request.
+        content_type: The page's Content-Type.
+        date: The Date header value.
+        keep_alive: Whether the client allowed keep-alive.
+        extra: The operator's fields for every response (``nosniff``, CORS).
+
+    Returns:
+        412, 304, or 200 with :attr:`ResponsePlan.stream` set (``None`` for HEAD).
+    """
+    version = request.version
+    # A 304 carries the Cache-Control the 200 would have (RFC 9110 §15.4.5).
+    refused = _precondition_plan(
+        request, None, None, _NO_CACHE + extra, date, keep_alive, common=extra
+    )
+    if refused is not None:
+        return refused
+    fields = [b"Content-Type: %s\r\n" % content_type, _NO_CACHE, extra]
+    stream: Literal["chunked", "close"] | None = None
+    if request.method == "HEAD":
+        pass
+    elif version == "1.1":
+        fields.append(b"Transfer-Encoding: chunked\r\n")
+        stream = "chunked"
+    else:
+        keep_alive = False
+        stream = "close"
+    head = _head(200, date, fields, version=version, keep_alive=keep_alive)
+    return ResponsePlan(200, head, (), keep_alive, stream)
 
 
 def plan_file(
@@ -245,6 +360,7 @@ def plan_file(
     keep_alive: bool,
     max_ranges: int,
     extra: bytes = b"",
+    common: bytes = b"",
 ) -> ResponsePlan:
     """Plan the response to a GET or HEAD of an open regular file.
 
@@ -261,23 +377,16 @@ def plan_file(
         max_ranges: The range-count guard.
         extra: Further fields for the 200, 206 and 304 (RFC 9110 §15.4.5: a 304 carries the
             caching fields a 200 would).
+        common: The operator's fields for the 412 and 416 (those of every response).
     """
     version = request.version
     validators = _validators(rep.mtime, rep.etag)
-    precondition = evaluate_preconditions(request, rep.etag, rep.mtime)
-    if precondition == 304:
-        fields = [validators, b"Vary: Accept-Encoding\r\n" if rep.vary else b"", extra]
-        head = _head(304, date, fields, version=version, keep_alive=keep_alive)
-        return ResponsePlan(304, head, (), keep_alive)
-    if precondition == 412:
-        error = HTTPError(412, "precondition failed", close=False)
-        return plan_error(
-            error,
-            date=date,
-            version=version,
-            keep_alive=keep_alive,
-            head_only=request.method == "HEAD",
-        )
+    vary = b"Vary: Accept-Encoding\r\n" if rep.vary else b""
+    refused = _precondition_plan(
+        request, rep.etag, rep.mtime, validators + vary + extra, date, keep_alive, common
+    )
+    if refused is not None:
+        return refused
 
     ranges: tuple[ByteRange, ...] | None = None
     if request.method == "GET":
@@ -298,7 +407,7 @@ def plan_file(
             close=False,
             headers=((b"Content-Range", b"bytes */%d" % rep.size),),
         )
-        return plan_error(error, date=date, version=version, keep_alive=keep_alive)
+        return plan_error(error, date=date, version=version, keep_alive=keep_alive, extra=common)
 
     if len(ranges) == 1:
         (only,) = ranges

@@ -6,6 +6,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
+from zerocopy.files import MAX_LISTING_ENTRIES
 from zerocopy.http import Limits
 from zerocopy.transfer import AUTO_THRESHOLD, DEFAULT_THREADS
 
@@ -135,6 +136,8 @@ class ServerConfig:
         auth_file: Require HTTP basic authentication for every request; one ``user:hash`` per
             line (``zerocopy.server.auth``); ``None``: no authentication.
         auth_realm: The realm named in the 401 challenge.
+        max_listing_entries: The most directory entries one listing reads; a directory that
+            holds more is listed in part, with a note (see ``zerocopy.files.listing``).
     """
 
     root: str
@@ -169,3 +172,4 @@ class ServerConfig:
     tls_key: str | None = None
     auth_file: str | None = None
     auth_realm: str = "zerocopy"
+    max_listing_entries: int = MAX_LISTING_ENTRIES

@@ -59,6 +59,7 @@ class _Sends(Protocol[_T_contra]):
     """What the loop needs of a sender: ``Sender`` on sockets, ``TLSSender`` on channels."""
 
     def receive_now(self, sock: _T_contra, /) -> bytes | None: ...
+    def check_peer(self, sock: _T_contra, /) -> None: ...
     async def receive(self, sock: _T_contra, /) -> bytes: ...
     async def send_plan(self, sock: _T_contra, plan: ResponsePlan, /) -> None: ...
     async def send_file(self, sock: _T_contra, head: bytes, body: FileSpan, /) -> None: ...
@@ -222,11 +223,13 @@ async def _serve_requests(
                 status = 200
                 length = await _send_cached(sender, sock, state, *hit, request, keep_alive)
             else:
-                prepared = await responder.respond(request, keep_alive=keep_alive)
+                prepared = responder.respond(request, keep_alive=keep_alive)
                 try:
                     plan = prepared.plan
                     status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
                     await sender.send_plan(sock, plan)
+                    if prepared.stream is not None:  # A listing: its body follows the head.
+                        length = await prepared.stream(sock, sender)
                 finally:
                     prepared.close()
         except FileTruncated as exc:

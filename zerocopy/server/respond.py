@@ -9,9 +9,11 @@ Two paths:
   the connection sends the 200 head kept with the entry, completed with ``Date`` and
   ``Connection``. No target parsing, no path resolution, no plan.
 * **The full path** (:meth:`Responder.respond`): everything else, and the first request for
-  each target. It returns a :class:`Prepared` plan. Everything here is synchronous except the
-  directory listing, which reads the directory in a worker thread. Every failure before the
-  head is sent becomes an error plan, so the connection loop only ever sends plans.
+  each target. It returns a :class:`Prepared` plan. Everything here is synchronous: a
+  directory listing is read and rendered after its head has gone, by the plan's stream
+  (``listing.py``). Every failure before the head is sent becomes an error plan, so the
+  connection loop only ever sends plans. Every plan carries the operator's fields
+  (``nosniff``, CORS; and for files ``Cache-Control`` and the ``--header`` rules).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, cast, final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
-import trio
-
-from zerocopy.files import Refused, content_type, etag, read_entries, render_listing
+from zerocopy.files import MAX_LISTING_ENTRIES, Refused, content_type, etag
 from zerocopy.http import (
     ALLOW,
     CODING_SUFFIXES,
@@ -34,9 +35,9 @@ from zerocopy.http import (
     check_method,
     choose_coding,
     parse_target,
-    plan_content,
     plan_error,
     plan_file,
+    plan_listing,
     plan_page,
     plan_redirect,
     plan_status,
@@ -45,10 +46,16 @@ from zerocopy.http import (
 )
 from zerocopy.http.headers import CORS_PREFLIGHT
 from zerocopy.logtext import safe_text
+from zerocopy.server.listing import Listings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from zerocopy.files import CachedFile, Opened, OpenFileCache
     from zerocopy.http import DateCache, Limits, Request, Target
+    from zerocopy.server.listing import ChunkSender
+
+    Stream = Callable[[Any, ChunkSender], Awaitable[int]]
 
 __all__ = ["ContentPolicy", "Prepared", "Responder"]
 
@@ -58,7 +65,6 @@ _FAST_METHODS: Final = frozenset({"GET", "HEAD"})
 _UNKNOWN: Final = "?"
 _MAX_CHOICES: Final = 64
 """Accept-Encoding values remembered per file; browsers send a handful of distinct ones."""
-_FILE_STATUSES: Final = frozenset({200, 206, 304})
 
 
 @final
@@ -146,12 +152,21 @@ class Prepared:
         plan: What to send.
         files: The files and directories opened for the plan; its spans borrow one of them.
             :meth:`close` is the one place they are closed, after the plan was sent or failed.
+        stream: For a plan whose body is streamed (``plan.stream``): sends the body after the
+            head, ``await stream(sock, sender)``, and returns its length. It borrows one of
+            :attr:`files`.
     """
 
-    __slots__ = ("files", "path", "plan")
+    __slots__ = ("files", "path", "plan", "stream")
 
-    def __init__(self, plan: ResponsePlan, files: list[Opened] | None = None) -> None:
+    def __init__(
+        self,
+        plan: ResponsePlan,
+        files: list[Opened] | None = None,
+        stream: Stream | None = None,
+    ) -> None:
         self.plan = plan
+        self.stream = stream
         self.files = files or []
         self.path = self.files[-1].path if self.files else None
         """The resolved path of the last file opened (the one sent), for logs."""
@@ -180,6 +195,7 @@ class Responder:
         policy: Sidecars, the operator's headers, dot files, the 404 and SPA pages.
         max_targets: Most request-targets remembered for the fast path; the map is emptied
             when it is full (it is rebuilt by the next requests).
+        max_listing_entries: The most directory entries one listing reads.
     """
 
     def __init__(
@@ -191,6 +207,7 @@ class Responder:
         listing: bool,
         policy: ContentPolicy | None = None,
         max_targets: int = 4096,
+        max_listing_entries: int = MAX_LISTING_ENTRIES,
     ) -> None:
         self._files = files
         self._root = files.root
@@ -199,7 +216,11 @@ class Responder:
         self._listing = listing
         self._policy = policy = policy or ContentPolicy()
         self._headers = policy.headers
+        self._common = policy.headers.common
         self._suffixes = [(coding, CODING_SUFFIXES[coding]) for coding in policy.precompressed]
+        self.listings = Listings(
+            max_entries=max_listing_entries, root=self._root, dotfiles=policy.dotfiles
+        )
         self._targets: dict[bytes, CachedFile] = {}
         self._max_targets = max_targets
 
@@ -232,7 +253,7 @@ class Responder:
             return None
         return variant, fields
 
-    async def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
+    def respond(self, request: Request, *, keep_alive: bool) -> Prepared:
         """Plan the response to ``request``.
 
         Args:
@@ -240,22 +261,26 @@ class Responder:
             keep_alive: Whether the connection may stay open after the response.
 
         Returns:
-            The plan and the files it opened: the caller closes them (``Prepared.close``).
+            The plan, the files it opened (the caller closes them: ``Prepared.close``), and
+            for a listing the stream that sends its body.
 
-        Checkpoints: only when it renders a listing (in a worker thread).
+        Never blocks: a listing's directory is read by its stream.
         """
         opened: list[Opened] = []
         try:
-            plan = await self._plan(request, opened, keep_alive)
+            plan = self._plan(request, opened, keep_alive)
         except BaseException:
             _close_all(opened)
             raise
-        if plan.status not in _FILE_STATUSES and self._headers.common:
-            plan = _with_fields(plan, self._headers.common)
+        if isinstance(plan, Prepared):
+            return plan
         return Prepared(plan, opened)
 
-    async def _plan(self, request: Request, opened: list[Opened], keep_alive: bool) -> ResponsePlan:
-        """The plan for ``request``; every file it opens is appended to ``opened``."""
+    def _plan(
+        self, request: Request, opened: list[Opened], keep_alive: bool
+    ) -> ResponsePlan | Prepared:
+        """The plan for ``request`` (a listing's comes with its stream, as a
+        :class:`Prepared`); every file it opens is appended to ``opened``."""
         try:
             if request.method == "OPTIONS" and self._headers.cors:
                 return self._preflight(request, keep_alive)
@@ -279,17 +304,49 @@ class Responder:
         if not target.trailing_slash:
             location = redirect_location(target)
             date = self._dates.now()
-            return plan_redirect(location, request, date=date, keep_alive=keep_alive)
+            return plan_redirect(
+                location, request, date=date, keep_alive=keep_alive, extra=self._common
+            )
         index_segments = (*segments, "index.html")
         try:
-            index = self._open(index_segments, opened)
+            index = self._open_index(index_segments, opened)
         except Refused as exc:
-            if exc.status_hint != 404:
-                return self._refused(exc, request, keep_alive=keep_alive)
-            return await self._listing_of(request, target, found, keep_alive=keep_alive)
-        if index.is_dir:
-            return await self._listing_of(request, target, found, keep_alive=keep_alive)
+            return self._refused(exc, request, keep_alive=keep_alive)
+        if index is None:
+            return self._listing_of(request, target, found, opened, keep_alive=keep_alive)
         return self._file_plan(request, index, index_segments, keep_alive, opened)
+
+    def _open_index(self, names: tuple[str, ...], opened: list[Opened]) -> Opened | None:
+        """The directory's ``index.html``, or ``None`` when it has none (or it is a directory).
+
+        A directory without one is looked at through the root, not the open-file cache: a
+        cache miss adds an inotify watch on the directory and removes it again, and in a
+        directory of 200,000 names the kernel takes about 8 ms for each, on the event loop
+        (it marks every child dentry). An ``index.html`` that exists is then opened through
+        the cache, so that later requests for the directory take the fast path.
+
+        Raises:
+            Refused: Anything but "not found" (403, 503, ...).
+        """
+        if not self._root.may_exist(names):
+            return None
+        try:
+            probe = self._root.open(names)
+        except Refused as exc:
+            if exc.status_hint == 404:
+                return None
+            raise
+        is_dir = probe.is_dir
+        probe.close()
+        if is_dir:
+            return None
+        try:
+            index = self._open(names, opened)
+        except Refused as exc:
+            if exc.status_hint == 404:  # Gone in between.
+                return None
+            raise
+        return None if index.is_dir else index
 
     def _open(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened:
         related = [segments[-1] + suffix for _, suffix in self._suffixes] if segments else ()
@@ -319,7 +376,15 @@ class Responder:
             if page is not None:
                 kind = content_type(policy.not_found[-1])
                 date = self._dates.now()
-                return plan_page(404, page.body(), kind, request, date=date, keep_alive=keep_alive)
+                return plan_page(
+                    404,
+                    page.body(),
+                    kind,
+                    request,
+                    date=date,
+                    keep_alive=keep_alive,
+                    extra=self._common,
+                )
         return self._error(error, request, keep_alive=keep_alive)
 
     def _page(self, segments: tuple[str, ...], opened: list[Opened]) -> Opened | None:
@@ -376,6 +441,7 @@ class Responder:
             keep_alive=keep_alive,
             max_ranges=self._limits.max_ranges,
             extra=extra,
+            common=self._common,
         )
 
     def _sidecars(self, segments: tuple[str, ...], opened: list[Opened]) -> dict[str, Opened]:
@@ -422,50 +488,53 @@ class Responder:
             )
         return _FileMemo(representation_fields(rep, extra), variants, presence)
 
-    async def _listing_of(
-        self, request: Request, target: Target, directory: Opened, *, keep_alive: bool
-    ) -> ResponsePlan:
+    def _listing_of(
+        self,
+        request: Request,
+        target: Target,
+        directory: Opened,
+        opened: list[Opened],
+        *,
+        keep_alive: bool,
+    ) -> ResponsePlan | Prepared:
         if not self._listing:
             error = HTTPError(403, "directory listing disabled", close=False)
             return self._error(error, request, keep_alive=keep_alive)
-        follow = self._root.follow_symlinks
-        within = self._root.path
-        entries = await trio.to_thread.run_sync(
-            lambda: read_entries(directory.fd, follow_symlinks=follow, within=within)
-        )
-        if not self._policy.dotfiles:
-            top = not target.segments
-            entries = [
-                entry
-                for entry in entries
-                if not entry.name.startswith(".") or (top and entry.name == ".well-known")
-            ]
-        body = render_listing(entries, target.path)
         date = self._dates.now()
-        return plan_content(body, _HTML, request, date=date, keep_alive=keep_alive)
+        plan = plan_listing(request, _HTML, date=date, keep_alive=keep_alive, extra=self._common)
+        if plan.stream is None:  # HEAD, 304, 412: nothing to read.
+            return plan
+        stream = partial(
+            self.listings.stream,
+            fd=directory.fd,
+            path=target.path,
+            framing=plan.stream,
+            top=not target.segments,
+        )
+        return Prepared(plan, opened, stream)
 
     def error(self, error: HTTPError, request: Request | None, *, keep_alive: bool) -> ResponsePlan:
         """The plan for an error found outside :meth:`respond` (a request that did not parse,
-        a timeout, failed authentication), with the fields every response carries."""
-        plan = self._error(error, request, keep_alive=keep_alive)
-        common = self._headers.common
-        return _with_fields(plan, common) if common else plan
+        a timeout, failed authentication)."""
+        return self._error(error, request, keep_alive=keep_alive)
 
     def _error(
         self, error: HTTPError, request: Request | None, *, keep_alive: bool
     ) -> ResponsePlan:
-        """The plan for an error, shaped by the request when there is one."""
+        """The plan for an error, shaped by the request when there is one, with the fields
+        every response carries."""
         return plan_error(
             error,
             date=self._dates.now(),
             version=request.version if request else "1.1",
             keep_alive=keep_alive,
             head_only=request is not None and request.method == "HEAD",
+            extra=self._common,
         )
 
     def _preflight(self, request: Request, keep_alive: bool) -> ResponsePlan:
         """OPTIONS with ``--cors``: 204 with what a browser's preflight asks for."""
-        fields = b"Allow: %s, OPTIONS\r\n%s" % (ALLOW, CORS_PREFLIGHT)
+        fields = b"Allow: %s, OPTIONS\r\n%s%s" % (ALLOW, CORS_PREFLIGHT, self._common)
         return plan_status(204, fields, request, date=self._dates.now(), keep_alive=keep_alive)
 
     def _refused(self, exc: Refused, request: Request, *, keep_alive: bool) -> ResponsePlan:
@@ -500,8 +569,3 @@ def _encoded(sidecar: Opened, coding: str, kind: bytes) -> Representation:
         coding.encode(),
         vary=True,
     )
-
-
-def _with_fields(plan: ResponsePlan, fields: bytes) -> ResponsePlan:
-    """``plan`` with ``fields`` added to its head."""
-    return ResponsePlan(plan.status, plan.head[:-2] + fields + b"\r\n", plan.body, plan.keep_alive)

@@ -12,7 +12,7 @@ socket is answered without a pass through the scheduler between reading it and a
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, final
 
 import trio
 
@@ -23,11 +23,45 @@ if TYPE_CHECKING:
     from zerocopy.http import ResponsePlan
     from zerocopy.transfer import Counters, TransferStrategy
 
-__all__ = ["LINGER_MAX_BYTES", "LINGER_SECONDS", "RECV_SIZE", "Sender"]
+__all__ = ["LINGER_MAX_BYTES", "LINGER_SECONDS", "RECV_SIZE", "Sender", "send_plan_parts"]
+
+_T = TypeVar("_T")
+_T_contra = TypeVar("_T_contra", contravariant=True)
 
 RECV_SIZE: Final = 64 * 1024
 LINGER_SECONDS: Final = 2.0
 LINGER_MAX_BYTES: Final = 1024 * 1024
+
+
+class PartSender(Protocol[_T_contra]):
+    """What :func:`send_plan_parts` needs: ``Sender`` on sockets, ``TLSSender`` on channels."""
+
+    async def send_file(self, sock: _T_contra, head: bytes, body: FileSpan, /) -> None: ...
+    async def send_bytes(self, sock: _T_contra, data: bytes, /) -> None: ...
+
+
+async def send_plan_parts(sender: PartSender[_T], sock: _T, plan: ResponsePlan) -> None:
+    """Send a plan's head and body parts, in order.
+
+    Small ``bytes`` parts are joined to what precedes them; each span goes out through the
+    sender's strategy with the bytes before it as its prefix, so heads and boundaries share
+    packets with the data.
+
+    Raises:
+        TransferError: The response is incomplete; close the connection.
+
+    Checkpoints: once per chunk of each span, and once more for the bytes after the last
+    span (or for a plan with no span at all).
+    """
+    prefix = plan.head
+    for part in plan.body:
+        if isinstance(part, FileSpan):
+            await sender.send_file(sock, prefix, part)
+            prefix = b""
+        else:
+            prefix += part
+    if prefix:
+        await sender.send_bytes(sock, prefix)
 
 
 @final
@@ -50,29 +84,12 @@ class Sender:
         self._timeout = send_timeout
 
     async def send_plan(self, sock: socket.socket, plan: ResponsePlan) -> None:
-        """Send a plan's head and body parts, in order.
-
-        Small ``bytes`` parts are joined to what precedes them; each span goes out through the
-        strategy with the bytes before it as its prefix, so heads and boundaries share packets
-        with the data.
+        """Send a plan's head and body parts, in order (see :func:`send_plan_parts`).
 
         Raises:
             TransferError: The response is incomplete; close the connection.
         """
-        prefix = plan.head
-        spans = False
-        for part in plan.body:
-            if isinstance(part, FileSpan):
-                await self.strategy.send_span(sock, part, prefix=prefix)
-                prefix = b""
-                spans = True
-            else:
-                prefix += part
-        if prefix:
-            with translate_errors():
-                await send_all(sock, prefix, self.counters, send_timeout=self._timeout)
-        if not spans:
-            await trio.lowlevel.checkpoint()
+        await send_plan_parts(self, sock, plan)
 
     async def send_file(self, sock: socket.socket, head: bytes, body: FileSpan) -> None:
         """Send a head and a non-empty span (the fast path's 200).
@@ -111,6 +128,21 @@ class Sender:
         counters.syscalls["recvfrom"] += 1
         counters.bytes_copied_in += len(data)
         return data
+
+    def check_peer(self, sock: socket.socket) -> None:
+        """Raise PeerGone if the client has reset the connection. Never blocks, never reads:
+        ``MSG_PEEK`` leaves any pipelined request where it is; a pending error (ECONNRESET,
+        or EPIPE after a write met a closed socket) comes back from the call. End of file is
+        not "gone": a client may half-close after its request and still read the answer.
+        """
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            self.counters.eagain["recvfrom"] += 1
+            return
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+        self.counters.syscalls["recvfrom"] += 1
 
     async def receive(self, sock: socket.socket) -> bytes:
         """Wait until the socket is readable, then read (``b""`` at end of stream).

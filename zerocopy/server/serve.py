@@ -52,6 +52,7 @@ from zerocopy.server.config import (
 )
 from zerocopy.server.connection import handle_connection
 from zerocopy.server.listener import Connection, RawListener, bind_sockets
+from zerocopy.server.listing import ListingStatistics
 from zerocopy.server.metrics import MetricsPort, check_available, render_metrics
 from zerocopy.server.respond import ContentPolicy, Responder
 from zerocopy.server.sender import Sender
@@ -89,6 +90,7 @@ class ServerStatistics:
         responses: Responses sent, by status.
         transfer: The transfer layer's counters.
         files: The open-file cache's counts.
+        listings: The directory listings' counts.
     """
 
     connections_accepted: int
@@ -96,6 +98,7 @@ class ServerStatistics:
     responses: Mapping[int, int] = field(default_factory=dict)
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
     files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
+    listings: ListingStatistics = field(default_factory=ListingStatistics)
 
 
 def sock_name(listener: RawListener) -> tuple[str, int]:
@@ -184,6 +187,7 @@ class ServerState:
             self.dates,
             listing=config.listing,
             policy=policy,
+            max_listing_entries=config.max_listing_entries,
         )
         self.auth = None
         if config.auth_file is not None:
@@ -300,6 +304,7 @@ class Server:
             responses=MappingProxyType(dict(state.responses)),
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
+            listings=state.responder.listings.statistics(),
         )
 
     async def _render_metrics(self) -> bytes:
@@ -324,8 +329,8 @@ class Server:
         Raises:
             OSError: Binding failed (EADDRINUSE, EACCES, ...).
         """
-        self.bind()
         try:
+            self.bind()  # Inside: a failed bind still releases what the server holds.
             async with trio.open_nursery() as metrics:
                 if self._metrics is not None:
                     await metrics.start(self._metrics.serve)

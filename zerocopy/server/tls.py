@@ -37,8 +37,7 @@ from typing import TYPE_CHECKING, final
 import trio
 
 from zerocopy.logtext import safe_text
-from zerocopy.server.sender import LINGER_MAX_BYTES, LINGER_SECONDS, RECV_SIZE
-from zerocopy.span import FileSpan
+from zerocopy.server.sender import LINGER_MAX_BYTES, LINGER_SECONDS, RECV_SIZE, send_plan_parts
 from zerocopy.transfer import (
     KTLSStatus,
     Offload,
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from zerocopy.http import ResponsePlan
     from zerocopy.server.config import ServerConfig
     from zerocopy.server.listener import Connection
+    from zerocopy.span import FileSpan
     from zerocopy.transfer import Counters, TransferSettings
 
 __all__ = ["TLSConfigError", "TLSSender", "TLSService", "load_context"]
@@ -112,25 +112,12 @@ class TLSSender:
         self.counters = counters
 
     async def send_plan(self, channel: TLSChannel, plan: ResponsePlan) -> None:
-        """Send a plan's head and body parts, in order; small parts join what follows.
+        """Send a plan's head and body parts, in order (see ``send_plan_parts``).
 
         Raises:
             TransferError: The response is incomplete; close the connection.
         """
-        prefix = plan.head
-        spans = False
-        for part in plan.body:
-            if isinstance(part, FileSpan):
-                await self.strategy.send_tls(channel, part, prefix=prefix)
-                prefix = b""
-                spans = True
-            else:
-                prefix += part
-        if prefix:
-            with translate_errors():
-                await channel.send_all(prefix)
-        if not spans:
-            await trio.lowlevel.checkpoint()
+        await send_plan_parts(self, channel, plan)
 
     async def send_file(self, channel: TLSChannel, head: bytes, body: FileSpan) -> None:
         """Send a head and a non-empty span (the fast path's 200).
@@ -157,6 +144,11 @@ class TLSSender:
             PeerGone: The connection failed.
         """
         return channel.receive_now(RECV_SIZE)
+
+    def check_peer(self, channel: TLSChannel) -> None:
+        """Raise PeerGone if the client has reset the connection (see ``Sender.check_peer``);
+        peeks at the raw socket, so no TLS record is consumed."""
+        channel.check_peer()
 
     async def receive(self, channel: TLSChannel) -> bytes:
         """Wait for decrypted bytes; bound it with a cancel scope.

@@ -24,9 +24,7 @@ Theory of operation:
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
@@ -153,7 +151,7 @@ class ReadWrite(StrategyBase):
             view = memoryview(buffer)
             head = memoryview(prefix)
             while remaining:
-                got = await self._read(span.fd, view[: min(remaining, len(view))], offset)
+                got = await self._offload.read(span.fd, view[: min(remaining, len(view))], offset)
                 if got == 0:
                     counters.truncated += 1
                     if head:
@@ -167,33 +165,6 @@ class ReadWrite(StrategyBase):
                 offset += got
                 remaining -= got
                 await trio.lowlevel.checkpoint()
-
-    async def _read(self, fd: int, into: memoryview, offset: int) -> int:
-        """Read what is cached without blocking; read the rest in a worker thread."""
-        counters = self._counters
-        if self._offload.enabled:
-            try:
-                got = os.preadv(fd, [into], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                counters.eagain["preadv2"] += 1
-                got = await self._offload.run(os.preadv, fd, [into], offset)
-                counters.syscalls["preadv"] += 1
-                return got
-            except OSError as exc:
-                if exc.errno != errno.EOPNOTSUPP:
-                    raise
-            else:
-                counters.syscalls["preadv2"] += 1
-                if got or not into:
-                    return got
-                # 0 before the end may mean "not cached" (Linux 5.9/5.10, see offload.py):
-                # a blocking read in a thread tells that apart from a truncated file.
-                got = await self._offload.run(os.preadv, fd, [into], offset)
-                counters.syscalls["preadv"] += 1
-                return got
-        got = os.preadv(fd, [into], offset)
-        counters.syscalls["preadv"] += 1
-        return got
 
     async def _send_head_and_body(
         self, sock: socket.socket, head: memoryview, body: memoryview

@@ -285,6 +285,16 @@ class TLSChannel:
             counters.bytes_copied_out += sent
             view = view[sent:]
 
+    def check_peer(self) -> None:
+        """Raise PeerGone if the peer has reset the connection; never blocks, consumes
+        nothing: a ``MSG_PEEK`` on the raw socket, beneath TLS."""
+        try:
+            socket.socket.recv(self._sock, 1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+
     def close_notify(self) -> bool:
         """Send the close_notify alert if the socket takes it now; never waits.
 
@@ -448,7 +458,7 @@ class TLSReadWrite:
             view = memoryview(buffer)
             head = prefix
             while remaining:
-                got = await self._read(span.fd, view[: min(remaining, len(view))], offset)
+                got = await self._offload.read(span.fd, view[: min(remaining, len(view))], offset)
                 if got == 0:
                     counters.truncated += 1
                     if head:
@@ -462,32 +472,6 @@ class TLSReadWrite:
                 offset += got
                 remaining -= got
                 await trio.lowlevel.checkpoint()
-
-    async def _read(self, fd: int, into: memoryview, offset: int) -> int:
-        """Read what is cached without blocking; read the rest in a worker thread."""
-        counters = self._counters
-        if self._offload.enabled:
-            try:
-                got = os.preadv(fd, [into], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                counters.eagain["preadv2"] += 1
-            except OSError as exc:
-                if exc.errno != errno.EOPNOTSUPP:
-                    raise
-                got = os.preadv(fd, [into], offset)
-                counters.syscalls["preadv"] += 1
-                return got
-            else:
-                counters.syscalls["preadv2"] += 1
-                if got:
-                    return got
-            # Not cached, or a 0 that may mean "not cached" (see offload.py).
-            got = await self._offload.run(os.preadv, fd, [into], offset)
-            counters.syscalls["preadv"] += 1
-            return got
-        got = os.preadv(fd, [into], offset)
-        counters.syscalls["preadv"] += 1
-        return got
 
     def close(self) -> None:
         """Drop the pool's buffers."""
