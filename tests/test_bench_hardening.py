@@ -90,7 +90,7 @@ def test_a_probe_without_a_server_counts_errors() -> None:
 
 
 def test_the_listing_case_runs_zerocopy_and_nginx_autoindex() -> None:
-    assert list(LISTING_SERVERS) == ["zerocopy", "nginx-autoindex"]
+    assert list(LISTING_SERVERS) == ["zerocopy", "zerocopy-all-entries", "nginx-autoindex"]
     assert "autoindex on" in LISTING_SERVERS["nginx-autoindex"]
     assert LISTING_CLIENTS == 8
     command = fetch_command(8080, "/big/", 2.5)
@@ -134,14 +134,14 @@ def test_listing_medians_per_server() -> None:
 
 
 def test_one_short_listing_run_against_real_servers() -> None:
-    servers = ["zerocopy"] + (["nginx-autoindex"] if nginx_binary() else [])
+    servers = ["zerocopy", "zerocopy-all-entries"] + (["nginx-autoindex"] if nginx_binary() else [])
     # nginx's workers run unprivileged: the tree must be readable by anyone, as measure()'s is.
     with files.data_directory() as data:
         root = Path(data)
         files.make_big_directory(root / BIG_DIR, 300)
         files.write_files(data, {HOT: 4096})
         runs = [
-            listing._one_run(name, root, 0, window=0.5, baseline_s=0.2, cpu=None)
+            listing._one_run(name, root, 0, window=0.5, baseline_s=0.2, cpu=None, entries=300)
             for name in servers
         ]
     for name, run in zip(servers, runs, strict=True):

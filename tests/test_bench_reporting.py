@@ -651,8 +651,8 @@ def test_hardening_markdown_states_targets_and_verdicts():
     )
     text = render(results)
     # Medians 1500 and 750 ms; per repetition 1400/700 and 1600/800: 2.0x nginx.
-    assert "| zerocopy | 1,500.0 | 4,500.0 | 2.00x | 1,367 MiB | 60.0 MB | 0.50 | 0 |" in text
-    assert "| nginx-autoindex | 750.0 | 2,250.0 | 1.00x | 9 MiB | 58.0 MB | 0.50 | 0 |" in text
+    assert "| zerocopy | 1,500.0 | 4,500.0 | 2x | 1,367 MiB | 60.0 MB | 0.50 | 0 |" in text
+    assert "| nginx-autoindex | 750.0 | 2,250.0 | 1x | 9 MiB | 58.0 MB | 0.50 | 0 |" in text
     assert "200,000 entries" in text
     assert "| zerocopy-offload | 1.00 | 1.50 | 1.5x | 0.60x | 4,000 | met |" in text
     assert "| nginx-aio-threads | 0.50 | 2.50 | 5.0x | 1.00x | 3,000 | (reference) |" in text

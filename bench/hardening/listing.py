@@ -6,9 +6,11 @@ must not pay for: rendering 200,000 entries makes a page of about 60 MB, and a s
 builds it on its event loop, or holds it whole in memory, stalls every other connection and
 grows by the page's size per listing in flight. The case measures what a user would see:
 
-- a fresh server per run (zerocopy's default strategy, whatever its listing code does today;
-  nginx with ``sendfile on`` and ``autoindex on``), pinned to the server CPU, alternated
-  repetition by repetition;
+- a fresh server per run, pinned to the server CPU, alternated repetition by repetition:
+  zerocopy as shipped (its default strategy, and whatever its listing code does today: it
+  lists at most ``--max-listing-entries`` entries, 10,000 by default); zerocopy told to list
+  every entry (``--max-listing-entries`` = the directory's size), the same page as nginx's;
+  and nginx with ``sendfile on`` and ``autoindex on``;
 - the probe (:class:`~bench.hardening.probe.Probe`: sequential keep-alive GETs of a hot
   4 KiB file) first on the idle server, then during the window in which
   :data:`LISTING_CLIENTS` clients (``bench/data/clients/fetch_loop.py``, each a process of its
@@ -63,9 +65,12 @@ FETCH_LOOP: Final = DATA_DIR / "clients" / "fetch_loop.py"
 FETCH_TIMEOUT_S: Final = 120.0
 """One listing may take this long before the client gives up on it (an error)."""
 ZEROCOPY: Final = "zerocopy"
+ZEROCOPY_ALL: Final = "zerocopy-all-entries"
 NGINX_AUTOINDEX: Final = "nginx-autoindex"
 LISTING_SERVERS: Final = {
     ZEROCOPY: "python -m zerocopy serve DIR --strategy auto (listings on, its defaults)",
+    ZEROCOPY_ALL: "the same with --max-listing-entries set to the directory's size: every "
+    "entry listed, as nginx lists them",
     NGINX_AUTOINDEX: CONFIGS[NGINX_SENDFILE].settings.replace(
         " (bench/data", "; autoindex on (bench/data"
     ),
@@ -74,7 +79,7 @@ LISTING_SERVERS: Final = {
 
 
 @contextlib.contextmanager
-def _serve(name: str, root: Path, cpu: int | None) -> Iterator[RunningServer]:
+def _serve(name: str, root: Path, cpu: int | None, entries: int) -> Iterator[RunningServer]:
     """Run one server of :data:`LISTING_SERVERS`, fresh, pinned to ``cpu``, for the block."""
     with (
         tempfile.TemporaryDirectory(prefix="zerocopy-listing-") as logs,
@@ -82,6 +87,9 @@ def _serve(name: str, root: Path, cpu: int | None) -> Iterator[RunningServer]:
     ):
         if name == ZEROCOPY:
             yield start_zerocopy(servers, root, "auto").server
+        elif name == ZEROCOPY_ALL:
+            extra = ("--max-listing-entries", str(entries))
+            yield start_zerocopy(servers, root, "auto", name=name, extra=extra).server
         else:
             yield start_nginx(servers, root, CONFIGS[NGINX_SENDFILE], autoindex=True, name=name)
 
@@ -113,9 +121,16 @@ def parse_fetch_output(text: str) -> tuple[int, int, int | None, float]:
 
 
 def _one_run(
-    name: str, root: Path, rep: int, *, window: float, baseline_s: float, cpu: int | None
+    name: str,
+    root: Path,
+    rep: int,
+    *,
+    window: float,
+    baseline_s: float,
+    cpu: int | None,
+    entries: int,
 ) -> ListingRun:
-    with _serve(name, root, cpu) as server:
+    with _serve(name, root, cpu, entries) as server:
         with Probe(server.port):
             time.sleep(0.2)  # warm-up: the open-file cache, the connection; not recorded
         with Probe(server.port) as idle:
@@ -190,11 +205,17 @@ def run_listing(root: Path, *, quick: bool, pinning: Pinning) -> ListingResult:
     for rep in range(reps):
         for name in LISTING_SERVERS:  # alternate: A B A B ...
             run = _one_run(
-                name, root, rep, window=window, baseline_s=baseline_s, cpu=pinning.server_cpu
+                name,
+                root,
+                rep,
+                window=window,
+                baseline_s=baseline_s,
+                cpu=pinning.server_cpu,
+                entries=entries,
             )
             runs.append(run)
             print(
-                f"listing rep {rep} {name:16}: probe p99 {run.probe.p99_ms or 0:.1f} ms, max "
+                f"listing rep {rep} {name:20}: probe p99 {run.probe.p99_ms or 0:.1f} ms, max "
                 f"{run.probe.max_ms or 0:.1f} ms (idle p99 {run.baseline.p99_ms or 0:.2f} ms); "
                 f"{run.listings} listings of {(run.page_bytes or 0) / 1e6:.1f} MB, "
                 f"{run.listings_per_s:.2f}/s; peak RSS {run.peak_rss_kib / 1024:.0f} MiB; "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 from bench.harness.names import NGINX_AIO_THREADS
 from bench.harness.sizes import MiB
 from bench.harness.stats import paired_ratio
-from bench.reporting.markdown import fixed, number, table
+from bench.reporting.markdown import MISSING, fixed, number, table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -166,7 +166,7 @@ def _listing(listing: ListingResult) -> list[str]:
                 server,
                 fixed(median.probe_p99_ms, 1),
                 fixed(median.probe_max_ms, 1),
-                fixed(vs, 2, "x"),
+                MISSING if vs is None else f"{number(vs)}x",
                 fixed(median.peak_rss_kib / 1024 if median.peak_rss_kib else None, 0, " MiB"),
                 fixed(median.page_bytes / 1e6 if median.page_bytes else None, 1, " MB"),
                 fixed(median.listings_per_s, 2),
