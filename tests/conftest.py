@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,19 @@ HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
     "ci" if os.environ.get("CI") else "dev"
 )
 settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_tune_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`zerocopy serve` reads the threshold `zerocopy tune` measured from the user's config
+    directory: no test may depend on what a developer measured on this machine."""
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CONFIG_HOME"]
+    else:
+        os.environ["XDG_CONFIG_HOME"] = previous
 
 
 def pytest_report_header() -> str:

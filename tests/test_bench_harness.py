@@ -499,6 +499,8 @@ def test_nginx_template_renders_completely() -> None:
         "ROOT": "/tmp/www",
         "SENDFILE": "off",
         "AIO": "threads",
+        "WORKERS": "2",
+        "AUTOINDEX": "off",
     }
     conf = render_template(template, values)
     assert "@" not in conf
@@ -509,7 +511,7 @@ def test_nginx_template_renders_completely() -> None:
     assert "aio threads;" in conf
     assert "access_log off;" in conf
     assert "tcp_nopush on;" in conf
-    assert "worker_processes 1;" in conf
+    assert "worker_processes 2;" in conf
     assert "daemon off;" in conf
     with pytest.raises(KeyError, match="without a value"):
         render_template(template, {"PORT": "1"})

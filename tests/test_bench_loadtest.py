@@ -5,18 +5,21 @@ timing and no wrk: captured reports and synthetic rows; one test starts and stop
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from bench.harness.files import VerificationError
+from bench.harness.machine import auto_workers, place_workers
 from bench.harness.names import PEER_CANDIDATES
 from bench.harness.procfs import CLOCK_TICKS, CpuTimes
-from bench.harness.schema import Row, SocketErrors, WrkFigures
+from bench.harness.schema import Knee, Pinning, Ratios, Row, SocketErrors, WrkFigures
 from bench.harness.servers import RunningServer, ServerSet, taskset_prefix
 from bench.loadtest import peers
-from bench.loadtest.common import Job, medians, row
+from bench.loadtest.common import Job, LoadRun, medians, parse_workers, row, scaling
 from bench.loadtest.sweep import KneePoint, find_knee, knees
 from bench.loadtest.wrk import (
     Measurement,
@@ -267,24 +270,29 @@ def _row(
     connections: int = 16,
     p99: float | None = 1.0,
     irq: float | None = None,
+    workers: int = 1,
 ) -> Row:
-    return Row(rep, server, workload, connections, _figures(rps, p99, cpu, irq))  # fmt: skip
+    figures = _figures(rps, p99, cpu, irq)
+    return Row(rep, server, workers, workload, connections, figures)
 
 
-def test_knees_per_strategy_and_workload_from_median_cells() -> None:
+def test_knees_per_strategy_workers_and_workload_from_median_cells() -> None:
     cells = medians(
         [
             _row(0, "sendfile", 1000.0, connections=1, p99=1.0),
             _row(0, "sendfile", 1100.0, connections=4, p99=4.0),
             _row(0, "splice", 1000.0, connections=1, p99=1.0),
             _row(0, "splice", 3900.0, connections=4, p99=None),
+            # Two workers: throughput still grows faster than p99, so no knee yet.
+            _row(0, "sendfile", 1000.0, connections=1, p99=1.0, workers=2),
+            _row(0, "sendfile", 3000.0, connections=4, p99=1.5, workers=2),
         ]
     )
-    assert knees(cells, ["sendfile", "splice", "readwrite"], ["4KiB"]) == {
-        "sendfile": {"4KiB": 1},
-        "splice": {"4KiB": None},
-        "readwrite": {"4KiB": None},
-    }
+    assert knees(cells) == (
+        Knee("sendfile", 1, "4KiB", 1),
+        Knee("splice", 1, "4KiB", None),
+        Knee("sendfile", 2, "4KiB", None),
+    )
 
 
 # --- medians and ratios -------------------------------------------------------------------
@@ -320,15 +328,21 @@ def test_ratios_use_the_best_nginx_within_each_repetition() -> None:
         *_rep(2, zerocopy_sendfile=(7200, 33.0), nginx_sendfile=(9000, 22.0),
               nginx_nosendfile=(8000, 30.0)),
     ]  # fmt: skip
-    ratios = peers.ratios(rows)
-    zc = ratios["zerocopy-sendfile"]["4KiB"]
+    ratios = _by_key(peers.ratios(rows))
+    zc = ratios["zerocopy-sendfile", "4KiB", 1]
     assert zc.rps_vs_nginx == pytest.approx(0.8)
     # CPU: against the *cheaper* nginx in each repetition: 30/20, 60/40, 33/22 -> all 1.5.
     assert zc.cpu_vs_nginx == pytest.approx(1.5)
     assert zc.cpu_irq_vs_nginx is None  # no irq figures measured
     # nginx-sendfile: 1.0, 0.9, 1.0 -> median 1.0; nginx-nosendfile: 0.9, 1.0, 8/9 -> 0.9.
-    assert ratios["nginx-sendfile"]["4KiB"].rps_vs_nginx == pytest.approx(1.0)
-    assert ratios["nginx-nosendfile"]["4KiB"].rps_vs_nginx == pytest.approx(0.9)
+    assert ratios["nginx-sendfile", "4KiB", 1].rps_vs_nginx == pytest.approx(1.0)
+    assert ratios["nginx-nosendfile", "4KiB", 1].rps_vs_nginx == pytest.approx(0.9)
+
+
+def _by_key(ratios: tuple[Ratios, ...]) -> dict[tuple[str, str, int], Ratios]:
+    keyed = {(r.candidate, r.workload, r.workers): r for r in ratios}
+    assert len(keyed) == len(ratios)
+    return keyed
 
 
 def test_ratios_are_medians_per_repetition_and_keep_workloads_apart() -> None:
@@ -339,16 +353,78 @@ def test_ratios_are_medians_per_repetition_and_keep_workloads_apart() -> None:
         _row(0, "zerocopy-auto", 30.0, workload="many-files"),
         _row(0, "nginx-sendfile", 100.0, workload="many-files"),
     ]
-    ratios = peers.ratios(rows)
+    ratios = _by_key(peers.ratios(rows))
     # Per repetition: 1.0, 2.2, 2.0 -> median 2.0, not the ratio of the medians (110 / 100).
-    assert ratios["zerocopy-auto"]["4KiB"].rps_vs_nginx == pytest.approx(2.0)
-    assert ratios["zerocopy-auto"]["many-files"].rps_vs_nginx == pytest.approx(0.3)
+    assert ratios["zerocopy-auto", "4KiB", 1].rps_vs_nginx == pytest.approx(2.0)
+    assert ratios["zerocopy-auto", "many-files", 1].rps_vs_nginx == pytest.approx(0.3)
+
+
+def test_ratios_compare_with_nginx_at_the_same_worker_count() -> None:
+    rows = [
+        _row(0, "zerocopy-auto", 100.0, 50.0),
+        _row(0, "nginx-sendfile", 200.0, 20.0),
+        _row(0, "zerocopy-auto", 150.0, 60.0, workers=2),
+        _row(0, "nginx-sendfile", 500.0, 30.0, workers=2),
+    ]
+    ratios = _by_key(peers.ratios(rows))
+    assert ratios["zerocopy-auto", "4KiB", 1].rps_vs_nginx == pytest.approx(0.5)
+    assert ratios["zerocopy-auto", "4KiB", 2].rps_vs_nginx == pytest.approx(0.3)
+    assert ratios["zerocopy-auto", "4KiB", 2].cpu_vs_nginx == pytest.approx(2.0)
 
 
 def test_ratios_without_nginx_are_null() -> None:
-    ratios = peers.ratios(_rep(0, zerocopy_auto=(100, 1.0), aiohttp=(50, 2.0)))
-    assert ratios["aiohttp"]["4KiB"].rps_vs_nginx is None
-    assert ratios["zerocopy-auto"]["4KiB"].cpu_vs_nginx is None
+    ratios = _by_key(peers.ratios(_rep(0, zerocopy_auto=(100, 1.0), aiohttp=(50, 2.0))))
+    assert ratios["aiohttp", "4KiB", 1].rps_vs_nginx is None
+    assert ratios["zerocopy-auto", "4KiB", 1].cpu_vs_nginx is None
+
+
+def test_scaling_efficiency_is_paired_by_repetition() -> None:
+    rows = [
+        # Repetition 1 ran on a machine twice as busy: per repetition, 2 workers give 1.5x.
+        _row(0, "zerocopy-auto", 100.0, 40.0),
+        _row(0, "zerocopy-auto", 150.0, 44.0, workers=2),
+        _row(1, "zerocopy-auto", 50.0, 80.0),
+        _row(1, "zerocopy-auto", 75.0, 88.0, workers=2),
+        _row(0, "aiohttp", 10.0, 100.0),  # one worker only: no scaling row
+        _row(0, "nginx-sendfile", 100.0, 10.0, workers=2),  # no one-worker row to compare
+    ]
+    (item,) = scaling(rows)
+    assert (item.server, item.workload, item.connections, item.workers) == (
+        "zerocopy-auto",
+        "4KiB",
+        16,
+        2,
+    )
+    assert item.rps_ratio == pytest.approx(1.5)
+    assert item.efficiency == pytest.approx(0.75)
+    assert item.cpu_ratio == pytest.approx(1.1)
+
+
+def test_workers_auto_and_lists() -> None:
+    assert auto_workers(1) == [1]
+    assert auto_workers(2) == [1, 2]  # 2 - 1 = 1 again: also 2, sharing with wrk
+    assert auto_workers(16) == [1, 15]
+    assert parse_workers("2,1,2") == [1, 2]
+    with pytest.raises(ValueError, match="positive"):
+        parse_workers("0")
+
+
+def test_multi_worker_servers_are_never_squeezed_onto_one_cpu() -> None:
+    pinning = Pinning(0, 1, "")
+    one = place_workers(1, pinning, [0, 1])
+    assert (one.cpus, one.shares_with_load) == ((0,), False)
+    shared = place_workers(2, pinning, [0, 1])
+    assert (shared.cpus, shared.shares_with_load) == ((0, 1), True)
+    assert "shared with wrk" in shared.note
+    alone = place_workers(3, Pinning(0, 3, ""), range(8))
+    assert (alone.cpus, alone.shares_with_load) == ((0, 1, 2, 4, 5, 6, 7), False)
+    unpinned = place_workers(2, Pinning(None, None, "--no-pin"), [0, 1])
+    assert unpinned.cpus is None
+
+
+def test_taskset_takes_one_cpu_or_several() -> None:
+    assert taskset_prefix(3) == ["taskset", "-c", "3"]
+    assert taskset_prefix({2, 0}) == ["taskset", "-c", "0,2"]
 
 
 # --- what the server's CPU did --------------------------------------------------------------
@@ -422,31 +498,44 @@ def _tmp() -> str:
 
 
 def test_a_failing_peer_is_skipped_but_a_failing_zerocopy_is_fatal(tmp_path: Path) -> None:
-    def broken(ss: ServerSet, root: Path) -> RunningServer:
+    def broken(ss: ServerSet, root: Path, *more: object) -> RunningServer:
         raise VerificationError("GET /4KiB.bin: status 404 Not Found")
 
     def candidate(name: str) -> peers.Candidate:
-        return peers.Candidate(name=name, settings="", missing=lambda: None, start=broken)
+        return peers.Candidate(
+            name=name, settings="", missing=lambda: None, start=broken, start_workers=broken
+        )
 
+    class Load:  # what _start_all reads of a LoadRun
+        args = argparse.Namespace(workers=[1, 2])
+
+        def server_cpus(self, workers: int) -> None:
+            return None
+
+    load = cast("LoadRun", Load())
     skipped: dict[str, str] = {"uvicorn-starlette": "uvicorn not installed"}
     verification: dict[str, dict[str, str]] = {}
     with ServerSet(tmp_path, cpu=None) as ss:
-        wanted = [candidate("aiohttp"), candidate("uvicorn-starlette")]
-        assert peers._start_all(ss, wanted, [], skipped, verification) == {}
+        wanted = [candidate("aiohttp"), candidate("uvicorn-starlette"), candidate("nginx-sendfile")]
+        assert peers._start_all(load, ss, wanted, [], skipped, verification) == {}
         assert skipped["aiohttp"].endswith("status 404 Not Found")
         assert skipped["uvicorn-starlette"] == "uvicorn not installed"
+        # One that fails with one worker is not tried again with two.
+        assert skipped["nginx-sendfile"].endswith("status 404 Not Found")
+        assert "nginx-sendfile-w2" not in skipped
         assert verification == {}
         with pytest.raises(VerificationError):
-            peers._start_all(ss, [candidate("zerocopy-auto")], [], skipped, verification)
+            peers._start_all(load, ss, [candidate("zerocopy-auto")], [], skipped, verification)
 
 
 def test_a_row_carries_every_figure_of_a_measurement() -> None:
     measurement = Measurement(parse_wrk(WRK_SLOW), server_cpu_s=1.5, involuntary_switches=7)
-    job = Job(2, "splice", _server(), _workload(), 256)
+    job = Job(2, "splice", _server(), _workload(), 256, 2)
     record = row(job, measurement)
-    assert (record.rep, record.server, record.workload, record.connections) == (
+    assert (record.rep, record.server, record.workers, record.workload, record.connections) == (
         2,
         "splice",
+        2,
         "1MiB",
         256,
     )
@@ -461,8 +550,6 @@ def test_a_row_carries_every_figure_of_a_measurement() -> None:
 
 
 def _server() -> RunningServer:
-    from typing import cast
-
     return cast("RunningServer", None)  # a row never looks at the server
 
 

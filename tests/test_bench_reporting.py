@@ -17,6 +17,7 @@ from pathlib import Path
 import pyperf
 import pytest
 
+from bench.hardening.listing import listing_medians
 from bench.harness import schema
 from bench.harness.names import STRATEGIES
 from bench.harness.results import write_record
@@ -260,24 +261,29 @@ def _run(repetitions: int, notes: dict[str, str]) -> schema.WrkRun:
 
 
 def _peers(skipped: dict[str, str] | None = None) -> schema.PeersResults:
-    from bench.loadtest.common import medians
+    from bench.harness.machine import place_workers
+    from bench.loadtest.common import medians, scaling
     from bench.loadtest.peers import ratios
 
     rows = []
     for rep in range(3):
-        for server, workload, rps, cpu in (
-            ("zerocopy-auto", "4KiB", 8500.0, 40.0),
-            ("zerocopy-sendfile", "4KiB", 8000.0, 42.0),
-            ("nginx-sendfile", "4KiB", 10000.0, 20.0),
-            ("nginx-nosendfile", "4KiB", 9000.0, 18.0),
-            ("aiohttp", "4KiB", 850.0, 300.0),
-            ("zerocopy-auto", "1MiB", 1100.0, 200.0),
-            ("nginx-sendfile", "1MiB", 1000.0, 250.0),
-            ("zerocopy-auto", "many-files", 3000.0, 90.0),
-            ("nginx-sendfile", "many-files", 10000.0, 15.0),
+        for server, workers, workload, rps, cpu in (
+            ("zerocopy-auto", 1, "4KiB", 8500.0, 40.0),
+            ("zerocopy-sendfile", 1, "4KiB", 8000.0, 42.0),
+            ("nginx-sendfile", 1, "4KiB", 10000.0, 20.0),
+            ("nginx-nosendfile", 1, "4KiB", 9000.0, 18.0),
+            ("aiohttp", 1, "4KiB", 850.0, 300.0),
+            ("zerocopy-auto", 1, "1MiB", 1100.0, 200.0),
+            ("nginx-sendfile", 1, "1MiB", 1000.0, 250.0),
+            ("zerocopy-auto", 1, "many-files", 3000.0, 90.0),
+            ("nginx-sendfile", 1, "many-files", 10000.0, 15.0),
+            ("zerocopy-auto", 2, "4KiB", 12750.0, 44.0),
+            ("nginx-sendfile", 2, "4KiB", 16000.0, 21.0),
         ):
-            rows.append(schema.Row(rep, server, workload, 16, _figures(rps, cpu)))
-    meta = schema.PeersMeta(_run(3, {"ratios": "per repetition"}), 16, {}, {})
+            rows.append(schema.Row(rep, server, workers, workload, 16, _figures(rps, cpu)))
+    pinning = schema.Pinning(0, 1, "server on CPU 0")
+    placements = tuple(place_workers(n, pinning, [0, 1]) for n in (1, 2))
+    meta = schema.PeersMeta(_run(3, {"ratios": "per repetition"}), 16, {}, {}, placements)
     workloads = tuple(
         schema.WorkloadInfo(label, files, low, high, label)
         for label, files, low, high in (
@@ -295,6 +301,7 @@ def _peers(skipped: dict[str, str] | None = None) -> schema.PeersResults:
         rows=tuple(rows),
         cells=medians(rows),
         ratios=ratios(rows),
+        scaling=scaling(rows),
         skipped=skipped or {},
     )  # fmt: skip
 
@@ -364,6 +371,21 @@ def _measurements(counts: tuple[CountWindow, ...]) -> Measurements:
         for i, server in enumerate((*STRATEGIES, "nginx-sendfile"))
         for case in cases
         for rep in range(2)
+    ) + tuple(
+        # Over TLS: every body byte read in and written out; 3x auto's CPU in both repetitions.
+        _cpu("auto-tls", case, sizes[case], rep, 0.003, copy_in=sizes[case] * 10,
+             copy_out=sizes[case] * 10, syscalls={"ssl_write": 10, "preadv": 10})
+        for case in cases
+        for rep in range(2)
+    )  # fmt: skip
+    tls = schema.TlsRecord(
+        server="auto-tls",
+        plain="auto",
+        strategy="tls-readwrite",
+        certificate="trustme: a test leaf",
+        cases=cases,
+        handshake_tool="openssl s_time -new -tls1_3",
+        handshakes=(schema.HandshakeRun(0, 2, 2.0, 1000, 0.5),),
     )
     meta = schema.SuiteMeta(
         profile="quick",
@@ -392,6 +414,7 @@ def _measurements(counts: tuple[CountWindow, ...]) -> Measurements:
             ),
         ),
         perf=(),
+        tls=tls,
         skipped={"perf": "not in the quick profile"},
     )
 
@@ -459,6 +482,15 @@ def test_report_and_check_on_synthetic_results(tmp_path: Path):
         in text
     )
     assert "| 4KiB | nginx-sendfile |" in text
+    # TLS: a row in the copy table, and TLS against plain with the handshakes.
+    assert "| auto over TLS (tls-readwrite) | 4 with read/write" in text
+    assert (
+        "| 1MiB | auto over TLS | 300 µs | 0.307 s | 2.000 (in 1.000, out 1.000) | 0.000 | 2.0 "
+        "| 3.00x |" in text
+    )
+    assert "| 1MiB | auto (plain) | 100 µs |" in text
+    assert "500 handshakes/s achieved, 500 µs of server CPU per handshake" in text
+    assert "would complete 2,000 per second" in text
     assert bench_check.check(tmp_path) == []
 
 
@@ -505,8 +537,8 @@ def test_report_reads_peers_and_load_json_when_present(tmp_path: Path):
     write_report(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "auto 0.85x nginx" in text
-    assert "| zerocopy-auto | 3,000 | 2.00 | 90.0 | — | 0.30x | 6.00x | — | 3% | 0 |" in text
-    assert "| sendfile | 16 ← knee | 12,345 |" in text
+    assert "| zerocopy-auto | 1 | 3,000 | 2.00 | 90.0 | — | 0.30x | 6.00x | — | 3% | 0 |" in text
+    assert "| sendfile | 1 | 16 ← knee | 12,345 |" in text
     assert "coordinated omission" in text
     assert bench_check.check(tmp_path) == []
 
@@ -536,30 +568,37 @@ def _load() -> schema.LoadResults:
     from bench.loadtest.sweep import knees
 
     rows = [
-        schema.Row(0, "sendfile", "4KiB", conns, replace(_figures(rps, 10.0), p99_ms=p99))
+        schema.Row(0, "sendfile", 1, "4KiB", conns, replace(_figures(rps, 10.0), p99_ms=p99))
         for conns, rps, p99 in ((1, 1000.0, 1.0), (16, 12345.0, 2.0), (64, 12400.0, 9.0))
     ]
     cells = medians(rows)
-    meta = schema.LoadMeta(_run(1, {}), ("sendfile",), (1, 16, 64))
+    placement = schema.WorkerPlacement(1, (0,), False, "1 worker on CPU 0")
+    meta = schema.LoadMeta(_run(1, {}), ("sendfile",), (1, 16, 64), (placement,))
     return schema.LoadResults(
         meta=meta,
         workloads=(schema.WorkloadInfo("4KiB", 1, 4096, 4096, "one file"),),
         cells=cells,
-        knee=knees(cells, ["sendfile"], ["4KiB"]),
+        knees=knees(cells),
+        scaling=(),
         rows=tuple(rows),
     )
 
 
 def test_sweep_summary_marks_the_knee():
     text = sweep_summary(_load())
-    assert "| sendfile | 16 ← knee | 12,345 | 1.00 | 2.00 | 10.0 | — | 3% | 0 |" in text
+    assert "| sendfile | 1 | 16 ← knee | 12,345 | 1.00 | 2.00 | 10.0 | — | 3% | 0 |" in text
     assert "- sendfile: 4KiB 16" in text
 
 
 def test_peers_summary_quotes_median_ratios():
     text = peers_summary(_peers())
     assert "### many-files, 16 connections" in text
-    assert "| nginx-sendfile | 10,000 | 2.00 | 15.0 | — | 1.00x | 1.00x | — | 3% | 0 |" in text
+    assert "| nginx-sendfile | 1 | 10,000 | 2.00 | 15.0 | — | 1.00x | 1.00x | — | 3% | 0 |" in text
+    # Two workers against nginx with two; scaling against one worker; where they ran.
+    assert "| zerocopy-auto | 2 | 12,750 | 2.00 | 44.0 | — | 0.80x | 2.10x | — | 3% | 0 |" in text
+    assert "| zerocopy-auto | 4KiB | 16 | 2 | 1.50x | 0.75 | 1.10x |" in text
+    assert "shared with wrk" in text
+    assert "CPU per request, summed" in text
 
 
 # -- hardening.md --------------------------------------------------------------------------------
@@ -588,8 +627,33 @@ def test_hardening_markdown_states_targets_and_verdicts():
     idle = schema.IdleResult(
         5000, 60.0, 5000, 1000, 201000, 201000, 40.0, _summary(1.0), _summary(3.0), 0
     )
-    results = schema.HardeningResults(machine=_machine(), cold=cold, slow=None, idle=idle)
+    listing_runs = tuple(
+        schema.ListingRun(
+            rep, server, page, 8, 0.5, 0, _summary(0.5),
+            schema.LatencySummary(900, 1.0, p99, p99 * 3), rss,
+        )
+        for rep in range(2)
+        for server, page, p99, rss in (
+            ("zerocopy", 60_000_000, 1400.0 + rep * 200, 1_400_000),
+            ("nginx-autoindex", 58_000_000, 700.0 + rep * 100, 9_000),
+        )
+    )  # fmt: skip
+    listing = schema.ListingResult(
+        entries=200_000,
+        clients=8,
+        window_s=10.0,
+        settings={"zerocopy": "defaults", "nginx-autoindex": "autoindex on"},
+        runs=listing_runs,
+        medians=listing_medians(listing_runs),
+    )
+    results = schema.HardeningResults(
+        machine=_machine(), cold=cold, slow=None, idle=idle, listing=listing
+    )
     text = render(results)
+    # Medians 1500 and 750 ms; per repetition 1400/700 and 1600/800: 2.0x nginx.
+    assert "| zerocopy | 1,500.0 | 4,500.0 | 2x | 1,367 MiB | 60.0 MB | 0.50 | 0 |" in text
+    assert "| nginx-autoindex | 750.0 | 2,250.0 | 1x | 9 MiB | 58.0 MB | 0.50 | 0 |" in text
+    assert "200,000 entries" in text
     assert "| zerocopy-offload | 1.00 | 1.50 | 1.5x | 0.60x | 4,000 | met |" in text
     assert "| nginx-aio-threads | 0.50 | 2.50 | 5.0x | 1.00x | 3,000 | (reference) |" in text
     assert "- nginx-aio-threads: aio threads" in text

@@ -2,7 +2,8 @@
 
 Nothing here times anything: the inputs are captured tool output. One test runs bpftrace for
 real (root, bpftrace and tracefs needed, else skipped) to check that the tracer is armed
-before it counts, and that it counts every syscall of the traced process by name.
+before it counts, and that it counts every syscall of the traced process by name; one runs a
+TLS server (trustme certificate) for the TLS client and one window of openssl handshakes.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pathlib import Path
 import pyperf
 import pytest
 
+from bench.harness import files, metrics
+from bench.harness.client import run_requests
 from bench.harness.names import PERF_PATHS
-from bench.harness.schema import CounterDelta, CpuWindow, StraceCounts
+from bench.harness.schema import CounterDelta, CpuWindow, HandshakeRun, StraceCounts
+from bench.harness.servers import running_server
+from bench.suite import tls
 from bench.suite.perf import parse_children_report, parse_self_report, parse_shares
 from bench.suite.plan import FULL, QUICK, Case
 from bench.suite.pyperf_files import add_cpu_benchmarks
@@ -322,3 +327,53 @@ def test_cpu_benchmarks_are_per_request_and_skip_nginx_and_zero_windows(tmp_path
 
 def test_strace_counts_total():
     assert StraceCounts({"a": 2, "b": 3}, {"a": 1}).total == 5
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+def test_the_tls_cases_are_cpu_cases_and_the_issue_s_sizes():
+    for profile in (FULL, QUICK):
+        assert set(profile.tls_cases) <= set(profile.cpu_cases)
+    assert {case.label for case in FULL.tls_cases} == {"4KiB", "1MiB", "256MiB"}
+    assert FULL.handshake_repetitions >= 3
+
+
+def test_handshakes_are_full_tls13_handshakes_without_resumption(tmp_path: Path):
+    command = tls.handshake_command("/usr/bin/openssl", 4433, tmp_path / "ca.pem", 3)
+    assert command[:2] == ["/usr/bin/openssl", "s_time"]
+    assert {"-new", "-tls1_3"} <= set(command)
+    assert "-reuse" not in command
+    assert command[command.index("-time") + 1] == "3"
+    assert command[command.index("-connect") + 1] == "127.0.0.1:4433"
+    run = HandshakeRun(rep=0, clients=2, seconds=2.0, handshakes=900, server_cpu_s=0.45)
+    assert run.per_second == pytest.approx(450.0)
+    assert run.cpu_per_handshake_s == pytest.approx(0.0005)
+    assert HandshakeRun(0, 2, 1.0, 0, 0.1).cpu_per_handshake_s is None
+
+
+async def test_the_client_and_handshakes_over_tls_against_a_real_server(tmp_path: Path):
+    pytest.importorskip("trustme")
+    certificate = tls.make_certificate(tmp_path)
+    assert certificate is not None
+    root = tmp_path / "www"
+    root.mkdir()
+    files.write_files(str(root), {"64KiB.bin": 65536})
+    flags = ("--tls-cert", str(certificate.cert), "--tls-key", str(certificate.key))
+    with running_server(root, "auto", extra=flags) as server:
+        assert server.strategy == "tls-readwrite"  # no kTLS on this kernel (or this Python)
+        context = tls.client_context(certificate.ca)
+        done, elapsed = await run_requests(server.port, "64KiB.bin", count=3, tls=context)
+        assert (done, elapsed > 0) == (3, True)
+        counters = metrics.scrape(server.metrics_port or 0)
+        # Every body byte went through user space, in and out: the TLS path, counted.
+        body = metrics.sample_value(counters, "zerocopy_body_bytes_total")
+        assert body == 3 * 65536
+        assert metrics.sample_value(counters, "zerocopy_zero_copy_bytes_total") == 0
+        openssl = tls.handshake_tool()
+        if openssl is None:
+            pytest.skip("openssl is not installed: no handshake window")
+        run = tls.measure_handshakes(openssl, server, certificate.ca, rep=0, seconds=1)
+        assert run.handshakes > 0
+        assert run.server_cpu_s > 0
+        assert run.seconds >= 1.0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from zerocopy import __version__
+from zerocopy import __version__, tune
 from zerocopy.config_file import ConfigError, dump, load, toml_types
 from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
@@ -417,9 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--auto-threshold",
         type=_size,
-        default=_default(ServerConfig, "auto_threshold"),
+        default=None,
         metavar="BYTES",
-        help="largest file auto sends from memory; larger ones go by sendfile",
+        help="largest file auto sends from memory; larger ones go by sendfile (default: "
+        "what `zerocopy tune` measured on this host, else "
+        f"{_default(ServerConfig, 'auto_threshold')})",
     )
     limits.add_argument(
         "--max-listing-entries",
@@ -486,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the effective configuration as TOML (a valid --config file) and exit",
     )
+    tune.add_parser(commands, _Help)
     hasher = commands.add_parser(
         "hash-password",
         help="print a password hash for --auth-file",
@@ -545,6 +548,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    flag_threshold = getattr(args, "auto_threshold", None)
     if args.command == "serve" and args.config is not None:
         _serve_parser(parser).set_defaults(**load(args.config, _serve_parser(parser)))
         args = parser.parse_args(argv)
@@ -555,6 +559,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             args.open_file_cache = default_open_file_cache()
         if args.max_connections is None:
             args.max_connections = default_max_connections(args.strategy, args.open_file_cache)
+        given_by = "--auto-threshold" if flag_threshold is not None else f"--config {args.config}"
+        args.auto_threshold_choice = tune.resolve_auto_threshold(args.auto_threshold, given_by)
+        args.auto_threshold = args.auto_threshold_choice.value
     return args
 
 
@@ -698,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     if args.command == "hash-password":
         return _hash_password(args)
+    if args.command == "tune":
+        return tune.main(args)
     if args.command != "serve":
         build_parser().print_help(sys.stderr)
         return 2
@@ -722,11 +731,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _server_config(args)
     workers = resolve_workers(args.workers)
     if workers == 1:
-        return _main_single(config, args.cpu_affinity, inherited)
-    return _main_supervised(_supervisor_config(args), argv, inherited)
+        return _main_single(config, args.cpu_affinity, inherited, args.auto_threshold_choice)
+    return _main_supervised(_supervisor_config(args), argv, inherited, args.auto_threshold_choice)
 
 
-def _main_single(config: ServerConfig, pin: bool, inherited: list[socket.socket]) -> int:
+def _log_threshold(threshold: tune.ThresholdChoice) -> None:
+    """Which --auto-threshold is in effect and where it came from, once the port is bound."""
+    logger.log(logging.WARNING if threshold.problem else logging.INFO, threshold.describe())
+
+
+def _main_single(
+    config: ServerConfig,
+    pin: bool,
+    inherited: list[socket.socket],
+    threshold: tune.ThresholdChoice,
+) -> int:
     if pin:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     try:
@@ -737,12 +756,16 @@ def _main_single(config: ServerConfig, pin: bool, inherited: list[socket.socket]
         server.bind()
     except OSError as exc:
         return _cannot_listen(config, exc)
+    _log_threshold(threshold)
     trio.run(_run, server)
     return 0
 
 
 def _main_supervised(
-    config: SupervisorConfig, argv: Sequence[str] | None, inherited: list[socket.socket]
+    config: SupervisorConfig,
+    argv: Sequence[str] | None,
+    inherited: list[socket.socket],
+    threshold: tune.ThresholdChoice,
 ) -> int:
     def reload() -> SupervisorConfig:
         # The same command line, with the --config file read again.
@@ -759,6 +782,7 @@ def _main_supervised(
         supervisor.bind()
     except OSError as exc:
         return _cannot_listen(config.server, exc)
+    _log_threshold(threshold)
 
     root = os.path.realpath(config.server.root)
     source = ", sockets from systemd" if supervisor.inherited else ""

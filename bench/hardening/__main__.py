@@ -1,4 +1,4 @@
-"""``python -m bench.hardening {cold,slow,idle,all} [--quick] [--data DIR]``: measure
+"""``python -m bench.hardening {cold,slow,idle,listing,all} [--quick] [--data DIR]``: measure
 (:mod:`bench.hardening.cases`), then render ``hardening.md`` (:mod:`bench.reporting.hardening`).
 """
 
@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.hardening",
         description="Hardening benchmarks: a cold page cache (beside nginx), slow clients, "
-        "idle connections. Writes bench/results/hardening.json and hardening.md.",
+        "idle connections, huge directory listings (beside nginx). Writes "
+        "bench/results/hardening.json and hardening.md.",
     )
     parser.add_argument("case", choices=[*CASES, "all"])
     parser.add_argument("--quick", action="store_true", help="small sizes and short holds")

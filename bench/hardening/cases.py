@@ -10,6 +10,8 @@
   with a concurrent probe: is the service still available, and how fast?
 * **idle**: 5,000 idle keep-alive connections held for 60 s while a probe measures p99; the
   server's RSS per idle connection. Targets: probe p99 < 100 ms, <= 32 KiB per connection.
+* **listing**: a probe's stall while eight clients list a directory of 200,000 entries, and
+  the server's peak RSS, beside nginx's autoindex (:mod:`bench.hardening.listing`).
 
 Every server is pinned to the server CPU, and the probe and the load to the other, where there
 are two (:func:`bench.harness.machine.choose_pinning`).
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
+from bench.hardening.listing import run_listing
 from bench.hardening.probe import HOT, Probe
 from bench.harness import client, files, metrics, procfs
 from bench.harness.machine import choose_pinning, machine_info, pin_self
@@ -68,7 +71,7 @@ __all__ = [
 ]
 
 RESULTS: Final = RESULTS_DIR / "hardening.json"
-CASES: Final = ("cold", "slow", "idle")
+CASES: Final = ("cold", "slow", "idle", "listing")
 PINNING: Final = choose_pinning()
 """Servers on one CPU, the probe and the load on the other (decided once, at import)."""
 
@@ -431,6 +434,7 @@ def measure(cases: Sequence[str], *, quick: bool, data: Path | None) -> Hardenin
         cold=previous.cold if previous else None,
         slow=previous.slow if previous else None,
         idle=previous.idle if previous else None,
+        listing=previous.listing if previous else None,
     )
     with contextlib.ExitStack() as stack:
         if data is None:
@@ -443,7 +447,10 @@ def measure(cases: Sequence[str], *, quick: bool, data: Path | None) -> Hardenin
                 results = dataclasses.replace(results, cold=run_cold(data, quick=quick))
             elif case == "slow":
                 results = dataclasses.replace(results, slow=run_slow(data, quick=quick))
-            else:
+            elif case == "idle":
                 results = dataclasses.replace(results, idle=run_idle(data, quick=quick))
+            else:
+                listing = run_listing(data, quick=quick, pinning=PINNING)
+                results = dataclasses.replace(results, listing=listing)
             write_record(RESULTS, results)
     return results

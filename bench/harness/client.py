@@ -1,116 +1,80 @@
-"""A minimal keep-alive HTTP/1.1 GET client on trio sockets, for timing and for load.
+"""The keep-alive HTTP/1.1 GET client of every benchmark, and bounded sequential loops.
 
-It parses only what it needs (the status and ``Content-Length``), reads every body into one
-reused buffer with ``recv_into``, and never reads past the response it waits for, so the cost
-it adds per request is small and the same for every strategy. The loopback receiver still
-copies each body byte once, kernel to user: that copy is the client's, whatever the server
-does.
+The client itself is the package's (:mod:`zerocopy.tune.client`: ``zerocopy tune`` drives load
+with it when wrk is missing); this module adds what only the benchmarks need: the same client
+over TLS, and sequential timed loops, with the page cache evicted before each request for the
+cold cases.
+
+Over TLS the client reads through ``trio.SSLStream`` (``receive_some``, then one copy into the
+client's buffer): decryption is the client's work, on the client's CPU, and never in the
+server's figures.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 import trio
 
 from bench.harness.files import evict
+from zerocopy.tune.client import BUFFER, REQUEST_TIMEOUT, KeepAliveClient, request_bytes
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    import ssl
 
-__all__ = ["BUFFER", "REQUEST_TIMEOUT", "KeepAliveClient", "request_bytes", "run_requests"]
-
-BUFFER: Final = 4 * 1024 * 1024
-# Every loop is bounded in time as well as in count: a server that stops answering fails the
-# loop after this many seconds per request it still owed (the largest file, cold, takes well
-# under a second here).
-REQUEST_TIMEOUT: Final = 30.0
-_HEAD_LIMIT: Final = 64 * 1024
-
-
-def request_bytes(path: str) -> bytes:
-    """A GET for ``path`` on a keep-alive connection."""
-    return f"GET /{path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode("ascii")
-
-
-def _content_length(head: bytes) -> int:
-    status = head[9:12]
-    if not head.startswith(b"HTTP/1.1 ") or status != b"200":
-        raise RuntimeError(f"unexpected response: {head[:80]!r}")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    raise RuntimeError("response without Content-Length")
+__all__ = [
+    "BUFFER",
+    "REQUEST_TIMEOUT",
+    "KeepAliveClient",
+    "connect",
+    "request_bytes",
+    "run_requests",
+]
 
 
 @final
-class KeepAliveClient:
-    """One connection to ``127.0.0.1:port``; use as ``async with``."""
+class _TLSTransport:
+    """A TLS stream with the socket calls the client makes (``send``, ``recv_into``)."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self._sock = sock
-        self._buffer = bytearray(BUFFER)
-        self._view = memoryview(self._buffer)
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self._stream = stream
 
-    @classmethod
-    async def connect(cls, port: int) -> KeepAliveClient:
-        """Connect; raises OSError if nothing listens."""
-        sock = trio.socket.socket()
-        try:
-            # As HTTP clients do (trio.open_tcp_stream too): a request never waits for an ACK.
-            sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-            await sock.connect(("127.0.0.1", port))
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock)
+    async def send(self, data: bytes, /) -> int:
+        await self._stream.send_all(data)
+        return len(data)
 
-    async def __aenter__(self) -> KeepAliveClient:
-        return self
+    async def recv_into(self, buffer: memoryview, nbytes: int = 0, /) -> int:
+        data = await self._stream.receive_some(nbytes or len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._sock.close()
+    def close(self) -> None:
+        """Close the TCP socket at once: no close_notify (the server never waits for one)."""
+        self._stream.transport_stream.socket.close()
 
-    async def get(self, request: bytes) -> int:
-        """Send ``request``, read the whole 200 response; return the body length.
 
-        Raises:
-            RuntimeError: Not a 200 with Content-Length.
-            EOFError: The server closed the connection.
-        """
-        sock, view, buffer = self._sock, self._view, self._buffer
-        sent = 0
-        while sent < len(request):
-            sent += await sock.send(request[sent:])
-        filled = 0
-        while True:
-            got = await sock.recv_into(view[filled:_HEAD_LIMIT])
-            if not got:
-                raise EOFError("server closed the connection")
-            filled += got
-            end = buffer.find(b"\r\n\r\n", 0, filled)
-            if end >= 0:
-                break
-            if filled >= _HEAD_LIMIT:
-                raise RuntimeError("response head too large")
-        length = _content_length(bytes(buffer[:end]))
-        remaining = length - (filled - end - 4)
-        while remaining > 0:
-            got = await sock.recv_into(view, min(remaining, len(view)))
-            if not got:
-                raise EOFError(f"server closed the connection with {remaining} bytes to go")
-            remaining -= got
-        if remaining < 0:
-            raise RuntimeError("more bytes than Content-Length")
-        return length
+async def connect(port: int, tls: ssl.SSLContext | None = None) -> KeepAliveClient:
+    """A keep-alive client to ``127.0.0.1:port``; over TLS (handshake done, server name
+    ``localhost``) when ``tls`` is given.
+
+    Raises:
+        OSError: Nothing listens.
+        trio.BrokenResourceError: The TLS handshake failed.
+
+    Resource handling: the caller closes the client (``async with``).
+    """
+    if tls is None:
+        return await KeepAliveClient.connect(port)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    secure = trio.SSLStream(stream, tls, server_hostname="localhost")
+    try:
+        await secure.do_handshake()
+    except BaseException:
+        stream.socket.close()
+        raise
+    return KeepAliveClient(_TLSTransport(secure))
 
 
 async def run_requests(
@@ -121,6 +85,7 @@ async def run_requests(
     min_time: float = 0.0,
     max_time: float = math.inf,
     evict_path: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, float]:
     """Send sequential GETs on one keep-alive connection.
 
@@ -135,6 +100,7 @@ async def run_requests(
         max_time: Most seconds.
         evict_path: If set, evict this file from the page cache before each request; the
             eviction is not timed.
+        tls: Speak TLS with this client context (the handshake is not timed).
 
     Returns:
         ``(requests, seconds)``: how many responses arrived whole, and the time they took,
@@ -145,11 +111,12 @@ async def run_requests(
     """
     bound = count * REQUEST_TIMEOUT + (max_time if math.isfinite(max_time) else min_time)
     with trio.fail_after(bound):
-        return await _loop(port, request_bytes(path), count, min_time, max_time, evict_path)
+        async with await connect(port, tls) as client:
+            return await _loop(client, request_bytes(path), count, min_time, max_time, evict_path)
 
 
 async def _loop(
-    port: int,
+    client: KeepAliveClient,
     request: bytes,
     count: int,
     min_time: float,
@@ -158,15 +125,14 @@ async def _loop(
 ) -> tuple[int, float]:
     done, elapsed = 0, 0.0
     start = time.perf_counter()
-    async with await KeepAliveClient.connect(port) as client:
-        while True:
-            now = time.perf_counter()
-            if now - start >= max_time or (done >= count and now - start >= min_time):
-                break
-            if evict_path is not None:
-                evict(evict_path)
-            t0 = time.perf_counter()
-            await client.get(request)
-            elapsed += time.perf_counter() - t0
-            done += 1
+    while True:
+        now = time.perf_counter()
+        if now - start >= max_time or (done >= count and now - start >= min_time):
+            break
+        if evict_path is not None:
+            evict(evict_path)
+        t0 = time.perf_counter()
+        await client.get(request)
+        elapsed += time.perf_counter() - t0
+        done += 1
     return done, elapsed

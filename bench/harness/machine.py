@@ -21,19 +21,21 @@ from typing import TYPE_CHECKING, Final
 
 from bench.harness.procfs import CLOCK_TICKS, cpu_model, loadavg
 from bench.harness.results import REPO_ROOT
-from bench.harness.schema import Machine, Pinning
+from bench.harness.schema import Machine, Pinning, WorkerPlacement
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
     "TOOLS",
+    "auto_workers",
     "choose_pinning",
     "git_commit",
     "loadavg_now",
     "machine_info",
     "package_versions",
     "pin_self",
+    "place_workers",
     "tool_version",
 ]
 
@@ -69,6 +71,58 @@ def choose_pinning(server_cpu: int = 0, client_cpu: int = 1, *, enabled: bool = 
         client_cpu,
         f"server on CPU {server_cpu}; clients, tools and the harness on CPU {client_cpu}",
     )
+
+
+def auto_workers(allowed: int) -> list[int]:
+    """The worker counts worth measuring on a machine with ``allowed`` CPUs: 1, and the CPUs
+    left once wrk has one; where that is 1 again (2 CPUs), also 2, sharing the CPUs with wrk."""
+    left = max(1, allowed - 1)
+    counts = {1, left}
+    if left == 1 and allowed >= 2:
+        counts.add(allowed)
+    return sorted(counts)
+
+
+def place_workers(
+    workers: int, pinning: Pinning, allowed: Sequence[int] | None = None
+) -> WorkerPlacement:
+    """Where a server with ``workers`` worker processes runs, given the run's pinning.
+
+    One worker is pinned like every single-process server (the server CPU). More are never
+    squeezed onto one CPU: they get every CPU but wrk's when there are enough, else every CPU,
+    wrk's included, and the placement says that they share it.
+
+    Args:
+        workers: The worker count.
+        pinning: The run's pinning (:func:`choose_pinning`).
+        allowed: The CPUs this process may use (default: its affinity mask).
+    """
+    cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
+    if pinning.server_cpu is None or pinning.client_cpu is None:
+        return WorkerPlacement(workers, None, False, f"{workers} worker(s), not pinned")
+    if workers == 1:
+        return WorkerPlacement(
+            1, (pinning.server_cpu,), False, f"1 worker on CPU {pinning.server_cpu}"
+        )
+    others = [cpu for cpu in cpus if cpu != pinning.client_cpu]
+    if workers <= len(others):
+        return WorkerPlacement(
+            workers,
+            tuple(others),
+            False,
+            f"{workers} workers on CPUs {_cpu_list(others)}, wrk alone on CPU {pinning.client_cpu}",
+        )
+    return WorkerPlacement(
+        workers,
+        tuple(cpus),
+        True,
+        f"{workers} workers on CPUs {_cpu_list(cpus)}, shared with wrk (pinned to CPU "
+        f"{pinning.client_cpu}): req/s is the machine's, CPU per request stays comparable",
+    )
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    return ",".join(map(str, cpus))
 
 
 def pin_self(cpu: int | None) -> None:

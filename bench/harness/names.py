@@ -21,6 +21,7 @@ __all__ = [
     "PEER_CANDIDATES",
     "PERF_PATHS",
     "STRATEGIES",
+    "TLS_SERVER",
     "UVICORN_STARLETTE",
     "ZEROCOPY_CANDIDATES",
     "zerocopy_candidate",
@@ -37,6 +38,9 @@ def zerocopy_candidate(strategy: str) -> str:
     """``"auto"`` → ``"zerocopy-auto"``: a strategy as a peer candidate."""
     return f"zerocopy-{strategy}"
 
+
+TLS_SERVER: Final = f"{STRATEGIES[0]}-tls"
+"""The suite's TLS server: the default strategy with ``--tls-cert/--tls-key``."""
 
 ZEROCOPY_CANDIDATES: Final = tuple(zerocopy_candidate(strategy) for strategy in STRATEGIES)
 DEFAULT_CANDIDATE: Final = zerocopy_candidate(STRATEGIES[0])

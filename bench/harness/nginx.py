@@ -24,7 +24,7 @@ from bench.harness.results import DATA_DIR
 from bench.harness.servers import ServerStartError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from pathlib import Path
 
     from bench.harness.servers import RunningServer, ServerSet
@@ -56,8 +56,12 @@ class NginxConfig:
     @property
     def settings(self) -> str:
         """The directives that differ, then the ones every configuration shares."""
+        return self.settings_for(1)
+
+    def settings_for(self, workers: int) -> str:
+        """:attr:`settings` with ``worker_processes`` set to ``workers``."""
         return (
-            f"worker_processes 1; sendfile {'on' if self.sendfile else 'off'}; "
+            f"worker_processes {workers}; sendfile {'on' if self.sendfile else 'off'}; "
             f"aio {'threads' if self.aio_threads else 'off'}; tcp_nopush on; tcp_nodelay on; "
             "access_log off; keepalive_requests 1000000 (bench/data/peers/nginx.conf)"
         )
@@ -103,11 +107,29 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     return re.sub(r"@([A-Z_]+)@", lambda match: values[match[1]], template)
 
 
-def start_nginx(servers: ServerSet, root: Path, config: NginxConfig) -> RunningServer:
+def start_nginx(
+    servers: ServerSet,
+    root: Path,
+    config: NginxConfig,
+    *,
+    workers: int = 1,
+    cpus: Collection[int] | None = None,
+    name: str | None = None,
+    autoindex: bool = False,
+) -> RunningServer:
     """Start nginx in the foreground serving ``root``, in a prefix of its own under the set's
     work directory, and wait until it is ready.
 
     ``root`` and its files must be readable by nginx's unprivileged worker.
+
+    Args:
+        servers: The set that owns (and will stop) it.
+        root: The directory to serve.
+        config: Which configuration.
+        workers: ``worker_processes``.
+        cpus: Pin it to these CPUs instead of the set's CPU.
+        name: For its log and prefix (default: the configuration's name).
+        autoindex: List directories (``autoindex on``), for the listing case.
 
     Raises:
         ServerStartError: nginx is missing, exited, or was not ready in time.
@@ -118,9 +140,10 @@ def start_nginx(servers: ServerSet, root: Path, config: NginxConfig) -> RunningS
     if binary is None:
         raise ServerStartError("nginx is not installed (apt-get install nginx)")
     template = TEMPLATE.read_text()
+    name = name or config.name
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
-        prefix = servers.workdir / f"{config.name}.{attempt}"
+        prefix = servers.workdir / f"{name}.{attempt}"
         prefix.mkdir()
         prefix.chmod(0o755)
         conf = prefix / "nginx.conf"
@@ -131,15 +154,18 @@ def start_nginx(servers: ServerSet, root: Path, config: NginxConfig) -> RunningS
             "ROOT": str(root),
             "SENDFILE": "on" if config.sendfile else "off",
             "AIO": "threads" if config.aio_threads else "off",
+            "WORKERS": str(workers),
+            "AUTOINDEX": "on" if autoindex else "off",
         }
         conf.write_text(render_template(template, values))
         try:
             return servers.start(
-                config.name,
+                name,
                 [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(error_log)],
                 port=port,
                 pidfile=prefix / "nginx.pid",
                 extra_logs=[error_log],
+                cpus=cpus,
             )
         except ServerStartError as exc:
             if "Address already in use" not in exc.log_tail or attempt + 1 == PORT_ATTEMPTS:

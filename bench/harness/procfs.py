@@ -50,6 +50,7 @@ __all__ = [
     "ProcStat",
     "cpu_model",
     "cpu_times",
+    "group_peak_rss_kib",
     "group_pids",
     "ksoftirqd_pid",
     "loadavg",
@@ -128,17 +129,28 @@ def parse_status_switches(text: str) -> tuple[int, int]:
         raise ValueError("no context switch counts in this status text") from None
 
 
-def rss_kib(pid: int, proc: Path = _PROC) -> int:
-    """The resident set size of ``pid`` in KiB (``VmRSS`` in ``/proc/PID/status``).
+def rss_kib(pid: int, proc: Path = _PROC, *, field: str = "VmRSS") -> int:
+    """The resident set size of ``pid`` in KiB (``VmRSS`` in ``/proc/PID/status``), or with
+    ``field="VmHWM"`` its peak since the process started (the "high water mark").
 
     Raises:
         OSError: the process is gone.
-        ValueError: the status has no ``VmRSS`` line (a kernel thread, a zombie).
+        ValueError: the status has no such line (a kernel thread, a zombie).
     """
     for line in (proc / str(pid) / "status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise ValueError(f"no VmRSS for pid {pid}")
+    raise ValueError(f"no {field} for pid {pid}")
+
+
+def group_peak_rss_kib(pgid: int, proc: Path = _PROC) -> int:
+    """The largest peak RSS (``VmHWM``) of any process of group ``pgid``, in KiB: the serving
+    process's, whether it is the group leader (zerocopy) or a worker (nginx); 0 if none."""
+    peaks = [0]
+    for pid in group_pids(pgid, proc):
+        with contextlib.suppress(OSError, ValueError):
+            peaks.append(rss_kib(pid, proc, field="VmHWM"))
+    return max(peaks)
 
 
 def _read(path: Path) -> str | None:

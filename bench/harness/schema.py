@@ -44,11 +44,16 @@ __all__ = [
     "CountWindow",
     "CounterDelta",
     "CpuWindow",
+    "HandshakeRun",
     "HardeningResults",
     "IdleResult",
+    "Knee",
     "LatencyCase",
     "LatencyPlan",
     "LatencySummary",
+    "ListingMedian",
+    "ListingResult",
+    "ListingRun",
     "LoadMeta",
     "LoadResults",
     "Machine",
@@ -61,13 +66,16 @@ __all__ = [
     "ProfileSettings",
     "Ratios",
     "Row",
+    "Scaling",
     "SchemaError",
     "SlowAttack",
     "SlowResult",
     "SocketErrors",
     "StraceCounts",
     "SuiteMeta",
+    "TlsRecord",
     "TracerLoss",
+    "WorkerPlacement",
     "WorkloadInfo",
     "WrkFigures",
     "WrkRun",
@@ -470,6 +478,61 @@ class PerfRecord:
 
 @final
 @dataclass(frozen=True, slots=True)
+class HandshakeRun:
+    """One window of full TLS handshakes against the TLS server.
+
+    Attributes:
+        rep: The repetition.
+        clients: Handshaking client processes, on the client CPU.
+        seconds: Wall-clock length of the window.
+        handshakes: Connections the server accepted in the window (its own counter).
+        server_cpu_s: The server's CPU time over the window (schedstat, every thread).
+    """
+
+    rep: int
+    clients: int
+    seconds: float
+    handshakes: int
+    server_cpu_s: float
+
+    @property
+    def per_second(self) -> float:
+        """Handshakes the clients achieved per second."""
+        return self.handshakes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_handshake_s(self) -> float | None:
+        return self.server_cpu_s / self.handshakes if self.handshakes else None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TlsRecord:
+    """The suite's TLS server: zerocopy's default strategy with ``--tls-cert/--tls-key``,
+    measured in the CPU phase beside the plain one, and its handshakes.
+
+    Attributes:
+        server: Its name in ``cpu_windows`` (``auto-tls``).
+        plain: The plain server it is compared with (``auto``).
+        strategy: The strategy it announced (``tls-readwrite``; ``ktls-sendfile`` where the
+            kernel and Python have kTLS).
+        certificate: What the certificate is, and where it came from.
+        cases: The cases measured over TLS.
+        handshake_tool: How the handshakes were made, or why they were not.
+        handshakes: One run per repetition (empty when not measured).
+    """
+
+    server: str
+    plain: str
+    strategy: str
+    certificate: str
+    cases: tuple[str, ...]
+    handshake_tool: str
+    handshakes: tuple[HandshakeRun, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Measurements:
     """``measurements.json``: everything the suite measured besides the pyperf files."""
 
@@ -483,6 +546,8 @@ class Measurements:
     counts: tuple[CountWindow, ...]
     tracer_losses: tuple[TracerLoss, ...]
     perf: tuple[PerfRecord, ...]
+    tls: TlsRecord | None
+    """The TLS server, when one ran (``skipped["tls"]`` says why not)."""
     skipped: dict[str, str]
     """What was not measured, and why, by phase or tool."""
 
@@ -560,10 +625,12 @@ class WrkFigures:
 @final
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One wrk run of one server (a strategy or a peer candidate) on one workload."""
+    """One wrk run of one server (a strategy or a peer candidate, with ``workers`` worker
+    processes) on one workload."""
 
     rep: int
     server: str
+    workers: int
     workload: str
     connections: int
     figures: WrkFigures
@@ -572,9 +639,10 @@ class Row:
 @final
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """The medians of one (server, workload, connections) cell over its repetitions."""
+    """The medians of one (server, workers, workload, connections) cell over its repetitions."""
 
     server: str
+    workers: int
     workload: str
     connections: int
     repetitions: int
@@ -622,32 +690,89 @@ class WrkRun:
 
 @final
 @dataclass(frozen=True, slots=True)
+class WorkerPlacement:
+    """Where the servers with ``workers`` worker processes ran.
+
+    Attributes:
+        workers: Worker processes (nginx's ``worker_processes``, zerocopy's ``--workers``).
+        cpus: The CPUs the server was pinned to (``None``: not pinned).
+        shares_with_load: Whether wrk ran on one of those CPUs (N workers on a machine with N
+            CPUs): req/s then measures the machine, while CPU per request stays comparable.
+        note: The same in words, for the report.
+    """
+
+    workers: int
+    cpus: tuple[int, ...] | None
+    shares_with_load: bool
+    note: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """One server with N workers against itself with one, median of per-repetition ratios.
+
+    Attributes:
+        efficiency: req/s with N workers / (N x req/s with 1 worker); 1.0 is linear scaling.
+        rps_ratio: req/s with N workers / req/s with 1.
+        cpu_ratio: Server CPU per request with N workers / with 1 (summed over the process
+            group: a supervisor and its workers, nginx's master and its workers).
+    """
+
+    server: str
+    workload: str
+    connections: int
+    workers: int
+    efficiency: float | None
+    rps_ratio: float | None
+    cpu_ratio: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """The knee of one server's concurrency sweep on one workload (``None``: no knee)."""
+
+    server: str
+    workers: int
+    workload: str
+    connections: int | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class LoadMeta:
     """The load sweep's run and what it swept."""
 
     run: WrkRun
     strategies: tuple[str, ...]
     connections: tuple[int, ...]
+    placements: tuple[WorkerPlacement, ...]
+    """One per worker count swept."""
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class LoadResults:
-    """``load.json``: the concurrency sweep of every strategy."""
+    """``load.json``: the concurrency sweep of every strategy, at every worker count."""
 
     meta: LoadMeta
     workloads: tuple[WorkloadInfo, ...]
     cells: tuple[Cell, ...]
-    knee: dict[str, dict[str, int | None]]
-    """``{strategy: {workload: connections at the knee, or None}}``."""
+    knees: tuple[Knee, ...]
+    scaling: tuple[Scaling, ...]
     rows: tuple[Row, ...]
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class Ratios:
-    """A candidate against nginx at its best, median of per-repetition ratios."""
+    """A candidate with N workers against nginx at its best with N workers, on one workload:
+    medians of per-repetition ratios."""
 
+    candidate: str
+    workload: str
+    workers: int
     rps_vs_nginx: float | None
     cpu_vs_nginx: float | None
     cpu_irq_vs_nginx: float | None
@@ -664,6 +789,8 @@ class PeersMeta:
     """How each candidate was configured."""
     verification: dict[str, dict[str, str]]
     """What each candidate answered to one GET per checked file, before measuring."""
+    placements: tuple[WorkerPlacement, ...]
+    """One per worker count measured."""
 
 
 @final
@@ -677,9 +804,16 @@ class PeersResults:
     workloads: tuple[WorkloadInfo, ...]
     rows: tuple[Row, ...]
     cells: tuple[Cell, ...]
-    ratios: dict[str, dict[str, Ratios]]
-    """``{candidate: {workload: ratios}}``."""
+    ratios: tuple[Ratios, ...]
+    scaling: tuple[Scaling, ...]
     skipped: dict[str, str]
+
+    def ratio(self, candidate: str, workload: str, workers: int = 1) -> Ratios | None:
+        """The ratios of one (candidate, workload, workers), or ``None``."""
+        for item in self.ratios:
+            if (item.candidate, item.workload, item.workers) == (candidate, workload, workers):
+                return item
+        return None
 
 
 # -- hardening.json ---------------------------------------------------------------------------
@@ -776,10 +910,66 @@ class IdleResult:
 
 @final
 @dataclass(frozen=True, slots=True)
+class ListingRun:
+    """One server, freshly started, while concurrent clients fetch a huge directory listing.
+
+    Attributes:
+        rep: The repetition.
+        server: ``zerocopy`` or ``nginx-autoindex``.
+        page_bytes: The size of one listing page as the server sent it (``None``: no client
+            completed a page).
+        listings: Listings completed by all clients together, the window's and those that
+            finished after it.
+        listings_per_s: ``listings`` over the time from the start to the last one's end.
+        client_errors: Fetches that failed (a reset, a status other than 200, a timeout).
+        baseline: The probe on the idle server just before.
+        probe: The probe during the window.
+        peak_rss_kib: The serving process's peak RSS (``VmHWM``) at the end of the run.
+    """
+
+    rep: int
+    server: str
+    page_bytes: int | None
+    listings: int
+    listings_per_s: float
+    client_errors: int
+    baseline: LatencySummary
+    probe: LatencySummary
+    peak_rss_kib: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ListingMedian:
+    """Medians over a server's listing runs."""
+
+    probe_p99_ms: float | None
+    probe_max_ms: float | None
+    peak_rss_kib: float | None
+    listings_per_s: float | None
+    page_bytes: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ListingResult:
+    """A 4 KiB probe's stall while concurrent clients list a directory of ``entries`` files."""
+
+    entries: int
+    clients: int
+    window_s: float
+    settings: dict[str, str]
+    runs: tuple[ListingRun, ...]
+    medians: dict[str, ListingMedian]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HardeningResults:
-    """``hardening.json``: whichever of the three cases have run (``None``: not yet)."""
+    """``hardening.json``: whichever of the four cases have run (``None``: not yet)."""
 
     machine: Machine
     cold: ColdResult | None
     slow: SlowResult | None
     idle: IdleResult | None
+    listing: ListingResult | None

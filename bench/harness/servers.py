@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Final, Self, final
 from bench.harness.procfs import group_pids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
     from types import FrameType, TracebackType
 
 __all__ = [
@@ -63,8 +63,8 @@ __all__ = [
     "zerocopy_argv",
 ]
 
-URL_RE: Final = re.compile(r"http://127\.0\.0\.1:(?P<port>[0-9]+)/")
-"""How every announcing server says where it listens."""
+URL_RE: Final = re.compile(r"https?://127\.0\.0\.1:(?P<port>[0-9]+)/")
+"""How every announcing server says where it listens (zerocopy with TLS says https)."""
 
 START_TIMEOUT_S: Final = 30.0
 """Python servers import a lot on a busy machine; none needs more than a few seconds here."""
@@ -76,7 +76,7 @@ COUNTERS_FLAGS: Final = ("--metrics-port", "0", "--log-level", "warning")
 """How the suite and the hardening benchmarks run zerocopy: counters on a port of their own."""
 
 _POLL_S: Final = 0.05
-_READY = re.compile(r"serving .*? on (?P<url>http://[^/\s]+/)")
+_READY = re.compile(r"serving .*? on (?P<url>https?://[^/\s]+/)")
 _STRATEGY = re.compile(r"\(strategy (?P<strategy>[\w-]+)\)")
 _METRICS = re.compile(r"metrics on (?P<metrics>http://\S+/metrics)")
 _PORT = re.compile(r":(\d+)/")
@@ -90,9 +90,12 @@ class ServerStartError(RuntimeError):
         self.log_tail = log_tail
 
 
-def taskset_prefix(cpu: int | None) -> list[str]:
-    """``["taskset", "-c", CPU]``, or nothing when not pinning."""
-    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+def taskset_prefix(cpu: int | Collection[int] | None) -> list[str]:
+    """``["taskset", "-c", "CPU[,CPU...]"]``, or nothing when not pinning."""
+    if cpu is None:
+        return []
+    cpus = [cpu] if isinstance(cpu, int) else sorted(cpu)
+    return ["taskset", "-c", ",".join(map(str, cpus))]
 
 
 # -- any server ----------------------------------------------------------------------------
@@ -223,6 +226,7 @@ class ServerSet:
         pidfile: Path | None = None,
         extra_logs: Sequence[Path] = (),
         timeout_s: float = START_TIMEOUT_S,
+        cpus: Collection[int] | None = None,
     ) -> RunningServer:
         """Start one server, pinned, and wait until it accepts connections.
 
@@ -237,6 +241,8 @@ class ServerSet:
                 for the server).
             extra_logs: further files whose tail explains a failure (nginx's error.log).
             timeout_s: bound on the wait.
+            cpus: pin this server to these CPUs instead of the set's CPU (a server with
+                several workers).
 
         Returns:
             The server, ready. It polls for readiness; it does not checkpoint (it is sync).
@@ -248,8 +254,11 @@ class ServerSet:
         the set stops it even when this call raises.
         """
         log = self.workdir / f"{name}.log"
-        taskset = self.cpu is not None and shutil.which("taskset") is not None
-        command = (*taskset_prefix(self.cpu if taskset else None), *argv)
+        pin: Collection[int] | None = (
+            cpus if cpus is not None else (None if self.cpu is None else (self.cpu,))
+        )
+        taskset = pin is not None and shutil.which("taskset") is not None
+        command = (*taskset_prefix(pin if taskset else None), *argv)
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 command,
@@ -269,10 +278,10 @@ class ServerSet:
             extra_logs=tuple(extra_logs),
         )
         self.servers.append(server)
-        if self.cpu is not None and not taskset:
+        if pin is not None and not taskset:
             # Threads and children started from now on inherit the affinity.
             with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(proc.pid, {self.cpu})
+                os.sched_setaffinity(proc.pid, set(pin))
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
+import os
 import shutil
 import sys
 import tempfile
@@ -24,19 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
 from bench.harness.files import VerificationError
-from bench.harness.machine import choose_pinning, machine_info
+from bench.harness.machine import auto_workers, choose_pinning, machine_info, place_workers
 from bench.harness.progress import STYLES, Progress
 from bench.harness.results import RESULTS_DIR
-from bench.harness.schema import Cell, Row, WrkRun
+from bench.harness.schema import Cell, Row, Scaling, WrkRun
 from bench.harness.servers import ServerSet, ServerStartError, signals_raise_keyboard_interrupt
 from bench.harness.sizes import parse_size_list
-from bench.harness.stats import median_or_none
+from bench.harness.stats import median_or_none, paired_ratio
 from bench.loadtest.wrk import WrkError, WrkSettings, measure, wrk_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from bench.harness.schema import Machine
+    from bench.harness.schema import Machine, WorkerPlacement
     from bench.harness.servers import RunningServer
     from bench.loadtest.wrk import Measurement, Workload
 
@@ -51,6 +53,8 @@ __all__ = [
     "medians",
     "new_parser",
     "parse_int_list",
+    "parse_workers",
+    "scaling",
 ]
 
 SIZES: Final = "4KiB,1MiB"
@@ -87,6 +91,14 @@ def parse_int_list(text: str) -> list[int]:
     return values
 
 
+def parse_workers(text: str) -> list[int]:
+    """``--workers``: ``"1,2"``, or ``"auto"`` (:func:`bench.harness.machine.auto_workers`:
+    1, and the CPUs left once wrk has one; on a 2-CPU machine also 2, sharing with wrk)."""
+    if text.strip() == "auto":
+        return auto_workers(len(os.sched_getaffinity(0)))
+    return sorted(set(parse_int_list(text)))
+
+
 def choose(text: str, known: Sequence[str], what: str) -> list[str]:
     """The comma-separated names of ``text``, each one of ``known``, in the order given.
 
@@ -108,10 +120,20 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
     )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, output: str) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, output: str, workers: str, workers_note: str
+) -> None:
     """The flags shared by ``bench.load`` and ``bench.peers``."""
     parser.add_argument(
         "--sizes", type=parse_size_list, default=SIZES, help="comma-separated file sizes"
+    )
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        default=workers,
+        help="comma-separated worker counts (zerocopy --workers N against nginx "
+        "worker_processes N), or auto: 1 and the CPUs left once wrk has one (on 2 CPUs also "
+        f"2, sharing the CPUs with wrk); {workers_note}",
     )
     parser.add_argument(
         "--duration", type=int, default=5, help="seconds per wrk run (whole seconds, wrk's -d)"
@@ -186,6 +208,8 @@ class Job:
     server: RunningServer
     workload: Workload
     connections: int
+    workers: int = 1
+    """Worker processes of ``server``."""
 
 
 def row(job: Job, measurement: Measurement) -> Row:
@@ -193,6 +217,7 @@ def row(job: Job, measurement: Measurement) -> Row:
     return Row(
         rep=job.rep,
         server=job.name,
+        workers=job.workers,
         workload=job.workload.label,
         connections=job.connections,
         figures=measurement.figures(),
@@ -200,16 +225,19 @@ def row(job: Job, measurement: Measurement) -> Row:
 
 
 def medians(rows: Iterable[Row]) -> tuple[Cell, ...]:
-    """The median of every figure per (server, workload, connections), in first-seen order."""
-    groups: dict[tuple[str, str, int], list[Row]] = {}
+    """The median of every figure per (server, workers, workload, connections), in first-seen
+    order."""
+    groups: dict[tuple[str, int, str, int], list[Row]] = {}
     for item in rows:
-        groups.setdefault((item.server, item.workload, item.connections), []).append(item)
+        key = (item.server, item.workers, item.workload, item.connections)
+        groups.setdefault(key, []).append(item)
     cells = []
-    for (server, workload, connections), members in groups.items():
+    for (server, workers, workload, connections), members in groups.items():
         figures = [member.figures for member in members]
         cells.append(
             Cell(
                 server=server,
+                workers=workers,
                 workload=workload,
                 connections=connections,
                 repetitions=len(members),
@@ -226,6 +254,37 @@ def medians(rows: Iterable[Row]) -> tuple[Cell, ...]:
             )
         )
     return tuple(cells)
+
+
+def scaling(rows: Iterable[Row]) -> tuple[Scaling, ...]:
+    """Every server measured with N > 1 workers against itself with 1, on the same workload
+    and connections, repetition by repetition (medians of per-repetition ratios)."""
+    rps: dict[tuple[str, str, int, int], dict[int, float | None]] = {}
+    cpu: dict[tuple[str, str, int, int], dict[int, float | None]] = {}
+    for item in rows:
+        key = (item.server, item.workload, item.connections, item.workers)
+        rps.setdefault(key, {})[item.rep] = item.figures.rps
+        cpu.setdefault(key, {})[item.rep] = item.figures.server_cpu_per_req_us
+    result = []
+    for (server, workload, connections, workers), values in rps.items():
+        single = (server, workload, connections, 1)
+        if workers == 1 or single not in rps:
+            continue
+        per_worker = {
+            rep: None if value is None else value / workers for rep, value in values.items()
+        }
+        result.append(
+            Scaling(
+                server=server,
+                workload=workload,
+                connections=connections,
+                workers=workers,
+                efficiency=paired_ratio(per_worker, rps[single]),
+                rps_ratio=paired_ratio(values, rps[single]),
+                cpu_ratio=paired_ratio(cpu[server, workload, connections, workers], cpu[single]),
+            )
+        )
+    return tuple(result)
 
 
 @final
@@ -266,7 +325,13 @@ class LoadRun:
             server_cpu=self.pinning.server_cpu,
         )
         self.budget = Budget(args.time_limit)
+        self.placements: dict[int, WorkerPlacement] = {
+            workers: place_workers(workers, self.pinning) for workers in args.workers
+        }
         print(f"{title}: {self.pinning.note}; {wrk}", flush=True)
+        for placement in self.placements.values():
+            if placement.workers > 1:
+                print(f"  {placement.note}", flush=True)
 
     @contextlib.contextmanager
     def servers(self) -> Iterator[ServerSet]:
@@ -315,14 +380,14 @@ class LoadRun:
         """
         duration = self.args.duration
         if self.args.warmup:
-            pairs = {(job.workload.label, job.name): job for job in jobs}
+            pairs = {(job.workload.label, job.name, job.workers): job for job in jobs}
             for job in pairs.values():
                 measure(
                     job.server,
                     job.workload,
                     connections=warmup_connections,
                     duration_s=self.args.warmup,
-                    settings=self.settings,
+                    settings=self._settings(job),
                 )
         rows: list[Row] = []
         with Progress(len(jobs), self.title, style=self.args.progress) as progress:
@@ -336,14 +401,27 @@ class LoadRun:
                     job.workload,
                     connections=job.connections,
                     duration_s=duration,
-                    settings=self.settings,
+                    settings=self._settings(job),
                 )
                 rows.append(row(job, measurement))
+                workers = f" x{job.workers}" if job.workers > 1 else ""
                 progress.advance(
-                    f"rep {job.rep + 1} {job.workload.label} c={job.connections} {job.name}: "
-                    f"{measurement.describe()} ({time.monotonic() - started:.1f} s)"
+                    f"rep {job.rep + 1} {job.workload.label} c={job.connections} "
+                    f"{job.name}{workers}: {measurement.describe()} "
+                    f"({time.monotonic() - started:.1f} s)"
                 )
         return rows
+
+    def _settings(self, job: Job) -> WrkSettings:
+        """One worker is pinned to the server CPU, whose irq time and other load are read;
+        several share CPUs, where neither means anything for the server alone."""
+        if job.workers == 1:
+            return self.settings
+        return dataclasses.replace(self.settings, server_cpu=None)
+
+    def server_cpus(self, workers: int) -> tuple[int, ...] | None:
+        """The CPUs a server with ``workers`` workers is pinned to."""
+        return self.placements[workers].cpus
 
     @property
     def complete(self) -> bool:

@@ -12,10 +12,20 @@ CPU, at 16 keep-alive connections, on these workloads:
   files as a busy web root makes it. Measured for zerocopy's default (``auto``) and both
   nginx configurations, the comparison that matters there.
 
+The **workers axis** (``--workers``, default ``auto``: 1, and the CPUs left once wrk has one;
+on a 2-CPU machine also 2, sharing the CPUs with wrk) runs zerocopy's default with
+``--workers N`` against both nginx configurations with ``worker_processes N``, on every
+workload. One worker is pinned to the server CPU like every other candidate; N workers are
+never squeezed onto one CPU (:func:`bench.harness.machine.place_workers`). Each server's CPU is
+summed over its process group (supervisor and workers, master and workers), so CPU per request
+stays comparable where req/s is the machine's. Scaling efficiency is req/s with N workers /
+(N x req/s with 1), per repetition, median.
+
 Within each repetition every candidate is compared with nginx's best configuration measured
-in that same repetition, and the medians of those ratios are reported. It writes
-``bench/results/peers.json`` (:class:`~bench.harness.schema.PeersResults`). A candidate that is
-not installed is skipped with a note. ``--quick`` is a smoke test of about 30 s.
+in that same repetition with as many workers, and the medians of those ratios are reported.
+It writes ``bench/results/peers.json`` (:class:`~bench.harness.schema.PeersResults`). A
+candidate that is not installed is skipped with a note. ``--quick`` is a smoke test of about
+30 s.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import importlib.util
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
@@ -51,12 +62,20 @@ from bench.harness.schema import PeersMeta, PeersResults, Ratios, WorkloadInfo
 from bench.harness.servers import ServerStartError, zerocopy_argv
 from bench.harness.sizes import KiB
 from bench.harness.stats import paired_ratio
-from bench.loadtest.common import Job, LoadRun, add_common_arguments, choose, medians, new_parser
+from bench.loadtest.common import (
+    Job,
+    LoadRun,
+    add_common_arguments,
+    choose,
+    medians,
+    new_parser,
+    scaling,
+)
 from bench.loadtest.wrk import Workload
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Collection, Iterable, Mapping, Sequence
     from pathlib import Path
 
     from bench.harness.files import DocFile
@@ -66,6 +85,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANY_FILES_CANDIDATES",
     "MANY_FILES_LABEL",
+    "MULTI_WORKER_CANDIDATES",
     "Candidate",
     "build_parser",
     "candidates",
@@ -78,6 +98,8 @@ RANDOM_PATH_SCRIPT: Final = DATA_DIR / "wrk" / "random_path.lua"
 MANY_FILES_LABEL: Final = MANY_FILES
 MANY_FILES_CANDIDATES: Final = (DEFAULT_CANDIDATE, *NGINX_BASELINES)
 """Who runs the many-files workload: the server users run, and nginx's two configurations."""
+MULTI_WORKER_CANDIDATES: Final = (DEFAULT_CANDIDATE, *NGINX_BASELINES)
+"""Who runs with N > 1 workers: the same three (the Python peers have no comparable knob)."""
 MANY_FILES_DEFAULT: Final = 3000
 MANY_FILES_SIZES: Final = (1 * KiB, 4 * KiB)
 MANY_FILES_VERIFIED: Final = 12
@@ -90,12 +112,17 @@ HTTP_SERVER_NOTE: Final = (
     "(to a file here)."
 )
 RATIO_NOTE: Final = (
-    "Per repetition and workload, rps_vs_nginx = req/s / the higher req/s of nginx-sendfile "
-    "and nginx-nosendfile, and cpu_vs_nginx = server CPU per request / the lower CPU per "
+    "Per repetition, workload and worker count, rps_vs_nginx = req/s / the higher req/s of "
+    "nginx-sendfile and nginx-nosendfile with as many workers, and cpu_vs_nginx = server CPU "
+    "per request / the lower CPU per "
     "request of the two (cpu_irq_vs_nginx likewise, with the server CPU's irq+softirq time "
     "added), all measured in the same repetition; the medians over repetitions are reported. "
     "rps_vs_nginx > 1 is faster than nginx; cpu_vs_nginx < 1 is cheaper."
 )
+
+
+StartWorkers = Callable[["ServerSet", "Path", int, "Collection[int] | None"], "RunningServer"]
+"""Start a candidate with N workers, pinned to the given CPUs."""
 
 
 @final
@@ -109,6 +136,8 @@ class Candidate:
     """None when the candidate can run, else why it is skipped."""
     start: Callable[[ServerSet, Path], RunningServer]
     """Start it serving the given document root (``ServerSet.start`` waits until ready)."""
+    start_workers: StartWorkers | None = None
+    """Start it with N workers pinned to the given CPUs; ``None``: only one worker."""
 
 
 def _python_env() -> dict[str, str]:
@@ -118,26 +147,47 @@ def _python_env() -> dict[str, str]:
     return env
 
 
+def worker_name(name: str, workers: int) -> str:
+    """A server's log name: ``zerocopy-auto``, ``zerocopy-auto-w2``."""
+    return name if workers == 1 else f"{name}-w{workers}"
+
+
 def _zerocopy(strategy: str) -> Candidate:
     name = zerocopy_candidate(strategy)
+
+    def start(
+        ss: ServerSet, root: Path, workers: int, cpus: Collection[int] | None
+    ) -> RunningServer:
+        argv = zerocopy_argv(root, strategy, "--workers", str(workers))
+        return ss.start(worker_name(name, workers), argv, env=_python_env(), cpus=cpus)
+
     return Candidate(
         name=name,
         settings=f"python -m zerocopy serve DIR --bind 127.0.0.1 --port 0 --strategy {strategy} "
-        "(access log off by default)",
+        "[--workers N] (access log off by default)",
         missing=lambda: None,
         start=lambda ss, root: ss.start(name, zerocopy_argv(root, strategy), env=_python_env()),
+        start_workers=start,
     )
 
 
 def _nginx(name: str) -> Candidate:
     config = CONFIGS[name]
+
+    def start(
+        ss: ServerSet, root: Path, workers: int, cpus: Collection[int] | None
+    ) -> RunningServer:
+        label = worker_name(name, workers)
+        return start_nginx(ss, root, config, workers=workers, cpus=cpus, name=label)
+
     return Candidate(
         name=name,
-        settings=config.settings,
+        settings=config.settings_for(1).replace("worker_processes 1", "worker_processes 1 (N)"),
         missing=lambda: (
             None if nginx_binary() else "nginx is not installed (apt-get install nginx)"
         ),
         start=lambda ss, root: start_nginx(ss, root, config),
+        start_workers=start,
     )
 
 
@@ -214,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="files of 1-4 KiB in the random-GET workload (0: no such workload); measured for "
         + ", ".join(MANY_FILES_CANDIDATES),
     )
-    add_common_arguments(parser, output="peers.json")
+    add_common_arguments(
+        parser,
+        output="peers.json",
+        workers="auto",
+        workers_note="N > 1 is measured for " + ", ".join(MULTI_WORKER_CANDIDATES),
+    )
     return parser
 
 
@@ -233,40 +288,43 @@ _METRICS: Final = (
 )
 
 
-def ratios(
-    rows: Iterable[Row], baselines: Sequence[str] = NGINX_BASELINES
-) -> dict[str, dict[str, Ratios]]:
+def ratios(rows: Iterable[Row], baselines: Sequence[str] = NGINX_BASELINES) -> tuple[Ratios, ...]:
     """Per-repetition ratios against nginx at its best, and their median over repetitions.
 
-    Within each (repetition, workload), "nginx at its best" is, for each metric separately,
-    the baseline with the *highest* req/s, the *lowest* server CPU per request, and the
-    lowest CPU plus irq time per request, measured in that same repetition.
+    Within each (repetition, workload, worker count), "nginx at its best" is, for each metric
+    separately, the baseline with the *highest* req/s, the *lowest* server CPU per request,
+    and the lowest CPU plus irq time per request, measured in that same repetition with as
+    many workers.
 
     Returns:
-        ``{candidate: {workload: Ratios}}`` for every candidate and workload present; a ratio
-        is ``None`` where no baseline was measured.
+        One :class:`Ratios` for every (candidate, workload, workers) present, in first-seen
+        order; a ratio is ``None`` where no baseline was measured.
     """
     rows = list(rows)
-    values: dict[str, dict[tuple[str, str], dict[int, float | None]]] = {}
-    best: dict[str, dict[tuple[str, int], float]] = {}
+    values: dict[str, dict[tuple[str, str, int], dict[int, float | None]]] = {}
+    best: dict[str, dict[tuple[str, int, int], float]] = {}
     for metric, value_of, higher_is_better in _METRICS:
         per_metric = values.setdefault(metric, {})
         bucket = best.setdefault(metric, {})
         pick = max if higher_is_better else min
         for row in rows:
             value = value_of(row.figures)
-            per_metric.setdefault((row.server, row.workload), {})[row.rep] = value
+            per_metric.setdefault((row.server, row.workload, row.workers), {})[row.rep] = value
             if row.server in baselines and value is not None and value > 0:
-                key = (row.workload, row.rep)
+                key = (row.workload, row.workers, row.rep)
                 bucket[key] = pick(bucket.get(key, value), value)
-    result: dict[str, dict[str, Ratios]] = {}
-    for server, workload in values[_METRICS[0][0]]:
+    result = []
+    for server, workload, workers in values[_METRICS[0][0]]:
         figures = {}
         for metric, _, _ in _METRICS:
-            baseline = {rep: value for (w, rep), value in best[metric].items() if w == workload}
-            figures[metric] = paired_ratio(values[metric][server, workload], baseline)
-        result.setdefault(server, {})[workload] = Ratios(**figures)
-    return result
+            baseline = {
+                rep: value
+                for (w, n, rep), value in best[metric].items()
+                if (w, n) == (workload, workers)
+            }
+            figures[metric] = paired_ratio(values[metric][server, workload, workers], baseline)
+        result.append(Ratios(candidate=server, workload=workload, workers=workers, **figures))
+    return tuple(result)
 
 
 def _workloads(
@@ -294,30 +352,42 @@ def _workloads(
 
 
 def _start_all(
+    load: LoadRun,
     ss: ServerSet,
     wanted: Sequence[Candidate],
     docs: Sequence[DocFile],
     skipped: dict[str, str],
     verification: dict[str, dict[str, str]],
-) -> dict[str, RunningServer]:
-    """Start and verify every available candidate; a failing peer is skipped, zerocopy fatal."""
+) -> dict[tuple[str, int], RunningServer]:
+    """Start and verify every available candidate at every worker count it runs with; a
+    failing peer is skipped, zerocopy fatal."""
     root = ss.workdir / "www"
-    servers: dict[str, RunningServer] = {}
-    for candidate in wanted:
-        if candidate.name in skipped:
-            continue
-        try:
-            server = candidate.start(ss, root)
-            checks = {doc.label: verify_file(server.port, doc) for doc in docs}
-        except (ServerStartError, VerificationError) as exc:
-            if candidate.name.startswith("zerocopy"):
-                raise
-            skipped[candidate.name] = f"failed to start or verify: {exc}"
-            print(f"  skipping {candidate.name}: {exc}")
-            continue
-        verification[candidate.name] = checks
-        servers[candidate.name] = server
-        print(f"  {candidate.name} on port {server.port}: {len(checks)} files verified")
+    servers: dict[tuple[str, int], RunningServer] = {}
+    for workers in load.args.workers:
+        for candidate in wanted:
+            if candidate.name in skipped:
+                continue
+            if workers > 1 and (
+                candidate.start_workers is None or candidate.name not in MULTI_WORKER_CANDIDATES
+            ):
+                continue
+            label = worker_name(candidate.name, workers)
+            try:
+                if workers == 1:
+                    server = candidate.start(ss, root)
+                else:
+                    assert candidate.start_workers is not None
+                    server = candidate.start_workers(ss, root, workers, load.server_cpus(workers))
+                checks = {doc.label: verify_file(server.port, doc) for doc in docs}
+            except (ServerStartError, VerificationError) as exc:
+                if candidate.name.startswith("zerocopy"):
+                    raise
+                skipped[label] = f"failed to start or verify: {exc}"
+                print(f"  skipping {label}: {exc}")
+                continue
+            verification[label] = checks
+            servers[candidate.name, workers] = server
+            print(f"  {label} on port {server.port}: {len(checks)} files verified")
     return servers
 
 
@@ -344,12 +414,14 @@ def run(argv: Sequence[str] | None = None) -> PeersResults:
     verification: dict[str, dict[str, str]] = {}
     with load.servers() as ss:
         workloads, checked = _workloads(ss.workdir / "www", args.sizes, many)
-        servers = _start_all(ss, [everyone[n] for n in wanted], checked, skipped, verification)
+        wanted_candidates = [everyone[n] for n in wanted]
+        servers = _start_all(load, ss, wanted_candidates, checked, skipped, verification)
+        # Per repetition and workload, every server in turn: one worker, then N workers.
         jobs = [
-            Job(rep, name, server, workload, args.connections)
+            Job(rep, name, server, workload, args.connections, workers)
             for rep in range(args.repetitions)
             for workload in workloads
-            for name, server in servers.items()
+            for (name, workers), server in servers.items()
             if workload.label != MANY_FILES_LABEL or name in MANY_FILES_CANDIDATES
         ]
         rows = load.measure(jobs, warmup_connections=args.connections)
@@ -365,12 +437,14 @@ def run(argv: Sequence[str] | None = None) -> PeersResults:
             connections=args.connections,
             settings={name: everyone[name].settings for name in wanted},
             verification=verification,
+            placements=tuple(load.placements.values()),
         ),
-        candidates=tuple(name for name in wanted if name in servers),
+        candidates=tuple(name for name in wanted if any(n == name for n, _ in servers)),
         workloads=tuple(workload.info for workload in workloads),
         rows=tuple(rows),
         cells=medians(rows),
         ratios=ratios(rows),
+        scaling=scaling(rows),
         skipped=skipped,
     )
     write_record(args.output, results)

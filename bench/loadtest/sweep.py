@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, final
 from bench.harness.files import make_docroot, verify_file
 from bench.harness.names import STRATEGIES
 from bench.harness.results import write_record
-from bench.harness.schema import LoadMeta, LoadResults
+from bench.harness.schema import Knee, LoadMeta, LoadResults
 from bench.harness.servers import zerocopy_argv
 from bench.loadtest.common import (
     Job,
@@ -40,6 +40,7 @@ from bench.loadtest.common import (
     medians,
     new_parser,
     parse_int_list,
+    scaling,
 )
 from bench.loadtest.wrk import Workload
 
@@ -93,24 +94,21 @@ def find_knee(points: Iterable[KneePoint]) -> int | None:
     return None
 
 
-def knees(
-    cells: Sequence[Cell], strategies: Sequence[str], workloads: Sequence[str]
-) -> dict[str, dict[str, int | None]]:
-    """``{strategy: {workload: knee}}`` from the median cells."""
-    result: dict[str, dict[str, int | None]] = {}
-    for strategy in strategies:
-        for workload in workloads:
-            points = [
-                KneePoint(
-                    cell.connections,
-                    math.nan if cell.rps is None else cell.rps,
-                    math.nan if cell.p99_ms is None else cell.p99_ms,
-                )
-                for cell in cells
-                if cell.server == strategy and cell.workload == workload
-            ]
-            result.setdefault(strategy, {})[workload] = find_knee(points) if points else None
-    return result
+def knees(cells: Sequence[Cell]) -> tuple[Knee, ...]:
+    """The knee of every (strategy, workers, workload) swept, from the median cells."""
+    points: dict[tuple[str, int, str], list[KneePoint]] = {}
+    for cell in cells:
+        points.setdefault((cell.server, cell.workers, cell.workload), []).append(
+            KneePoint(
+                cell.connections,
+                math.nan if cell.rps is None else cell.rps,
+                math.nan if cell.p99_ms is None else cell.p99_ms,
+            )
+        )
+    return tuple(
+        Knee(server, workers, workload, find_knee(found))
+        for (server, workers, workload), found in points.items()
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated concurrency steps (default {','.join(map(str, CONNECTIONS))}; "
         f"--quick: {','.join(map(str, QUICK_CONNECTIONS))})",
     )
-    add_common_arguments(parser, output="load.json")
+    add_common_arguments(
+        parser,
+        output="load.json",
+        workers="1",
+        workers_note="every strategy is swept at every count (the sweep is already 10 min)",
+    )
     return parser
 
 
@@ -152,19 +155,22 @@ def run(argv: Sequence[str] | None = None) -> LoadResults:
     with load.servers() as ss:
         docs = make_docroot(ss.workdir / "www", sizes)
         workloads = [Workload.of_file(doc) for doc in docs.values()]
-        servers: dict[str, RunningServer] = {}
-        for strategy in strategies:
-            server = ss.start(f"zerocopy-{strategy}", zerocopy_argv(ss.workdir / "www", strategy))
-            servers[strategy] = server
-            for doc in docs.values():
-                print(f"  {server.name} GET {doc.path}: {verify_file(server.port, doc)}")
-        # Within each (size, connections) step the strategies take turns: A B C D A B C D.
+        servers: dict[tuple[str, int], RunningServer] = {}
+        for workers in args.workers:
+            for strategy in strategies:
+                name = f"zerocopy-{strategy}" + (f"-w{workers}" if workers > 1 else "")
+                argv = zerocopy_argv(ss.workdir / "www", strategy, "--workers", str(workers))
+                server = ss.start(name, argv, cpus=load.server_cpus(workers))
+                servers[strategy, workers] = server
+                for doc in docs.values():
+                    print(f"  {server.name} GET {doc.path}: {verify_file(server.port, doc)}")
+        # Within each (size, connections) step the servers take turns: A B C D A B C D.
         jobs = [
-            Job(rep, strategy, server, workload, conns)
+            Job(rep, strategy, server, workload, conns, workers)
             for workload in workloads
             for conns in connections
             for rep in range(args.repetitions)
-            for strategy, server in servers.items()
+            for (strategy, workers), server in servers.items()
         ]
         rows = load.measure(jobs, warmup_connections=WARMUP_CONNECTIONS)
     cells = medians(rows)
@@ -179,10 +185,12 @@ def run(argv: Sequence[str] | None = None) -> LoadResults:
             ),
             strategies=tuple(strategies),
             connections=tuple(connections),
+            placements=tuple(load.placements.values()),
         ),
         workloads=tuple(workload.info for workload in workloads),
         cells=cells,
-        knee=knees(cells, strategies, list(sizes)),
+        knees=knees(cells),
+        scaling=scaling(rows),
         rows=tuple(rows),
     )
     write_record(args.output, results)

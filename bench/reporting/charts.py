@@ -29,6 +29,7 @@ COLOURS: Final = {
     "readwrite": "#d62728",
     "nginx-sendfile": "#555555",
     "nginx-nosendfile": "#aaaaaa",
+    "auto-tls": "#ff7f0e",
 }
 DPI: Final = 110
 

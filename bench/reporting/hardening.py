@@ -1,5 +1,6 @@
-"""``hardening.md`` from ``hardening.json``: the cold-cache, slow-client and idle-connection
-cases, each against its target. Pure: reads the record, writes Markdown."""
+"""``hardening.md`` from ``hardening.json``: the cold-cache, slow-client, idle-connection and
+directory-listing cases, each against its target or beside nginx. Pure: reads the record,
+writes Markdown."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from typing import TYPE_CHECKING, Final
 from bench.harness.names import NGINX_AIO_THREADS
 from bench.harness.sizes import MiB
 from bench.harness.stats import paired_ratio
-from bench.reporting.markdown import fixed, number, table
+from bench.reporting.markdown import MISSING, fixed, number, table
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from bench.harness.schema import ColdResult, HardeningResults, IdleResult, SlowResult
+    from bench.harness.schema import (
+        ColdResult,
+        HardeningResults,
+        IdleResult,
+        ListingResult,
+        SlowResult,
+    )
 
 __all__ = ["COLD_TARGET", "render", "write_markdown"]
 
@@ -140,6 +147,64 @@ def _idle(idle: IdleResult) -> list[str]:
     ]
 
 
+def _listing_p99(listing: ListingResult, server: str) -> dict[int, float | None]:
+    return {run.rep: run.probe.p99_ms for run in listing.runs if run.server == server}
+
+
+def _listing(listing: ListingResult) -> list[str]:
+    reference = next((name for name in listing.medians if name.startswith("nginx")), None)
+    rows = []
+    for server, median in listing.medians.items():
+        runs = [run for run in listing.runs if run.server == server]
+        vs = (
+            paired_ratio(_listing_p99(listing, server), _listing_p99(listing, reference))
+            if reference is not None
+            else None
+        )
+        rows.append(
+            (
+                server,
+                fixed(median.probe_p99_ms, 1),
+                fixed(median.probe_max_ms, 1),
+                MISSING if vs is None else f"{number(vs)}x",
+                fixed(median.peak_rss_kib / 1024 if median.peak_rss_kib else None, 0, " MiB"),
+                fixed(median.page_bytes / 1e6 if median.page_bytes else None, 1, " MB"),
+                fixed(median.listings_per_s, 2),
+                str(sum(run.client_errors for run in runs)),
+            )
+        )
+    idle = [run.baseline.p99_ms for run in listing.runs if run.baseline.p99_ms is not None]
+    settings = [f"- {server}: {text}" for server, text in listing.settings.items()]
+    return [
+        "## Directory listings",
+        "",
+        f"A 4 KiB probe while {listing.clients} clients fetch the listing of one directory of "
+        f"{listing.entries:,} entries again and again for {listing.window_s:g} s; a fresh "
+        "server per run, servers alternated, medians over repetitions. The probe's p99 and "
+        "longest request are its stall (on the idle servers its p99 was "
+        f"{fixed(min(idle, default=None))}-{fixed(max(idle, default=None))} ms); the peak RSS "
+        "is the serving process's high-water mark (VmHWM) after the run; the page size shows "
+        "whether a listing was cut short. The fourth column divides each server's probe p99 "
+        "by nginx's, repetition by repetition.",
+        "",
+        *table(
+            (
+                "server",
+                "probe p99 (ms)",
+                "probe max (ms)",
+                "p99 vs nginx",
+                "peak RSS",
+                "page",
+                "listings per s",
+                "errors",
+            ),
+            rows,
+        ),
+        *settings,
+        "",
+    ]
+
+
 def render(results: HardeningResults) -> str:
     """The whole of ``hardening.md``."""
     machine = results.machine
@@ -156,6 +221,8 @@ def render(results: HardeningResults) -> str:
         lines += _slow(results.slow)
     if results.idle is not None:
         lines += _idle(results.idle)
+    if results.listing is not None:
+        lines += _listing(results.listing)
     lines.append("Percentiles come from a closed-loop probe and suffer from coordinated omission.")
     return "\n".join(lines) + "\n"
 

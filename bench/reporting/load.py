@@ -9,7 +9,9 @@ from bench.harness.names import HTTP_SERVER, STRATEGIES
 from bench.reporting.markdown import case_order, fixed, number, percent, ratio, table
 
 if TYPE_CHECKING:
-    from bench.harness.schema import Cell, LoadResults, PeersResults
+    from collections.abc import Sequence
+
+    from bench.harness.schema import Cell, LoadResults, PeersResults, Scaling, WorkerPlacement
 
 __all__ = ["load_section", "peers_section", "peers_summary", "sweep_summary"]
 
@@ -23,14 +25,16 @@ def _sweep_rows(results: LoadResults, workload: str) -> list[tuple[str, ...]]:
     order = {strategy: i for i, strategy in enumerate(STRATEGIES)}
     cells = sorted(
         (cell for cell in results.cells if cell.workload == workload),
-        key=lambda cell: (order.get(cell.server, 99), cell.connections),
+        key=lambda cell: (cell.workers, order.get(cell.server, 99), cell.connections),
     )
+    knees = {(k.server, k.workers, k.workload): k.connections for k in results.knees}
     rows: list[tuple[str, ...]] = []
     for cell in cells:
-        knee = results.knee.get(cell.server, {}).get(workload) == cell.connections
+        knee = knees.get((cell.server, cell.workers, workload)) == cell.connections
         rows.append(
             (
                 cell.server,
+                str(cell.workers),
                 f"{cell.connections}{' ← knee' if knee else ''}",
                 number(cell.rps),
                 fixed(cell.p50_ms, 2),
@@ -46,6 +50,7 @@ def _sweep_rows(results: LoadResults, workload: str) -> list[tuple[str, ...]]:
 
 _SWEEP_HEADER: Final = (
     "strategy",
+    "workers",
     "connections",
     "req/s",
     "p50 ms",
@@ -59,13 +64,64 @@ _SWEEP_HEADER: Final = (
 
 def _knees(results: LoadResults) -> list[str]:
     lines = ["Knee, in connections (none: p99 never outgrew req/s within the sweep):", ""]
-    for strategy, by_workload in results.knee.items():
-        cells = ", ".join(
-            f"{workload} {'none' if knee is None else knee}"
-            for workload, knee in by_workload.items()
+    by_server: dict[tuple[str, int], list[str]] = {}
+    for knee in results.knees:
+        by_server.setdefault((knee.server, knee.workers), []).append(
+            f"{knee.workload} {'none' if knee.connections is None else knee.connections}"
         )
-        lines.append(f"- {strategy}: {cells}")
+    for (server, workers), cells in by_server.items():
+        name = server if workers == 1 else f"{server}, {workers} workers"
+        lines.append(f"- {name}: {', '.join(cells)}")
     return [*lines, ""]
+
+
+def _placements(placements: Sequence[WorkerPlacement]) -> list[str]:
+    """Where multi-worker servers ran (nothing to say when only one worker was measured)."""
+    if all(placement.workers == 1 for placement in placements):
+        return []
+    lines = [f"- {placement.note}" for placement in placements]
+    if any(placement.shares_with_load for placement in placements):
+        lines.append(
+            "- Where the workers share the CPUs with wrk, req/s measures the machine (server "
+            "and load generator together), not the server: compare CPU per request, summed "
+            "over each server's process group, which stays comparable. irq time and other "
+            "load are read only for a server pinned to one CPU."
+        )
+    return [*lines, ""]
+
+
+_SCALING_HEADER: Final = (
+    "server",
+    "workload",
+    "connections",
+    "workers",
+    "req/s vs 1 worker",
+    "scaling efficiency (req/s / (N x req/s with 1))",
+    "CPU per request vs 1 worker",
+)
+
+
+def _scaling(scaling: Sequence[Scaling]) -> list[str]:
+    if not scaling:
+        return []
+    rows = [
+        (
+            item.server,
+            item.workload,
+            str(item.connections),
+            str(item.workers),
+            ratio(item.rps_ratio),
+            fixed(item.efficiency, 2),
+            ratio(item.cpu_ratio),
+        )
+        for item in scaling
+    ]
+    return [
+        "Scaling: each server with N workers against itself with one, per repetition "
+        "(medians of the ratios).",
+        "",
+        *table(_SCALING_HEADER, rows),
+    ]
 
 
 def sweep_summary(results: LoadResults) -> str:
@@ -74,6 +130,8 @@ def sweep_summary(results: LoadResults) -> str:
     for info in results.workloads:
         lines += [f"### {info.label}", "", *table(_SWEEP_HEADER, _sweep_rows(results, info.label))]
     lines += _knees(results)
+    lines += _scaling(results.scaling)
+    lines += _placements(results.meta.placements)
     lines.append(f"Latency: {COORDINATED_OMISSION}")
     return "\n".join(lines)
 
@@ -92,38 +150,47 @@ def load_section(results: LoadResults | None, reason: str) -> list[str]:
     ]
     for workload in case_order(info.label for info in results.workloads):
         lines += [f"### {workload}", "", *table(_SWEEP_HEADER, _sweep_rows(results, workload))]
-    return [*lines, *_knees(results)]
+    return [
+        *lines,
+        *_knees(results),
+        *_scaling(results.scaling),
+        *_placements(results.meta.placements),
+    ]
 
 
 def _peer_rows(results: PeersResults, workload: str) -> list[tuple[str, ...]]:
-    cells: dict[str, Cell] = {
-        cell.server: cell for cell in results.cells if cell.workload == workload
+    cells: dict[tuple[str, int], Cell] = {
+        (cell.server, cell.workers): cell for cell in results.cells if cell.workload == workload
     }
     rows: list[tuple[str, ...]] = []
-    for candidate in results.candidates:
-        cell = cells.get(candidate)
-        if cell is None:
-            continue
-        ratios = results.ratios.get(candidate, {}).get(workload)
-        rows.append(
-            (
-                candidate,
-                number(cell.rps),
-                fixed(cell.p99_ms, 2),
-                fixed(cell.server_cpu_per_req_us, 1),
-                fixed(cell.server_cpu_irq_per_req_us, 1),
-                ratio(ratios.rps_vs_nginx if ratios else None),
-                ratio(ratios.cpu_vs_nginx if ratios else None),
-                ratio(ratios.cpu_irq_vs_nginx if ratios else None),
-                percent(cell.pinned_cpu_other_pct),
-                str(cell.errors),
-            )
-        )
+    for workers in sorted({workers for _, workers in cells}):
+        for candidate in results.candidates:
+            cell = cells.get((candidate, workers))
+            if cell is not None:
+                rows.append(_peer_row(results, cell))
     return rows
+
+
+def _peer_row(results: PeersResults, cell: Cell) -> tuple[str, ...]:
+    ratios = results.ratio(cell.server, cell.workload, cell.workers)
+    return (
+        cell.server,
+        str(cell.workers),
+        number(cell.rps),
+        fixed(cell.p99_ms, 2),
+        fixed(cell.server_cpu_per_req_us, 1),
+        fixed(cell.server_cpu_irq_per_req_us, 1),
+        ratio(ratios.rps_vs_nginx if ratios else None),
+        ratio(ratios.cpu_vs_nginx if ratios else None),
+        ratio(ratios.cpu_irq_vs_nginx if ratios else None),
+        percent(cell.pinned_cpu_other_pct),
+        str(cell.errors),
+    )
 
 
 _PEERS_HEADER: Final = (
     "candidate",
+    "workers",
     "req/s",
     "p99 ms",
     "server CPU µs/req",
@@ -150,6 +217,8 @@ def _peer_tables(results: PeersResults) -> list[str]:
         lines.append(f"- {candidate}: skipped ({reason})")
     if results.skipped:
         lines.append("")
+    lines += _scaling(results.scaling)
+    lines += _placements(results.meta.placements)
     return lines
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, final
 
 from bench.harness.names import BASELINE_STRATEGY, PERF_PATHS
+from bench.harness.stats import median_or_none, paired_ratio
 from bench.reporting import charts
 from bench.reporting.agreement import TOLERANCE, assess, unexplained
 from bench.reporting.findings import SPLICE_FINDING
-from bench.reporting.markdown import MISSING, case_order, percent, seconds, table
+from bench.reporting.markdown import MISSING, case_order, number, percent, ratio, seconds, table
 from bench.reporting.summary import summarise_cpu, summarise_whole_process
 from bench.reporting.targets import NOT_MET
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-    from bench.harness.schema import Measurements, PerfRecord
+    from bench.harness.schema import Measurements, PerfRecord, TlsRecord
     from bench.reporting.summary import CpuSummary, WholeProcess
     from bench.reporting.targets import TargetResult
 
@@ -31,6 +32,12 @@ TEXTBOOK: Final = {
 }
 """The textbook figures (the classic "zero copy" articles): DMA + CPU copies and user/kernel
 mode switches for one read()+write() or one sendfile() of a buffer."""
+TLS_TEXTBOOK: Final = (
+    "4 with read/write (the body is read into user space to be encrypted); 2 with kTLS "
+    "and sendfile",
+    "4",
+)
+"""User-space TLS is read/write plus encryption: the textbook's read()+write() figure."""
 PROFILES_FOR_TARGET: Final = {
     "4 KiB, 1 worker, 16 connections": (("auto", "4KiB"), ("readwrite", "4KiB")),
     "4 KiB vs aiohttp": (("auto", "4KiB"),),
@@ -69,8 +76,13 @@ class SuiteView:
 
     @property
     def servers(self) -> tuple[str, ...]:
-        """Strategies, then the nginx configurations of the CPU phase."""
-        return (*self.measurements.strategies, *self.measurements.nginx)
+        """Strategies, the nginx configurations of the CPU phase, then the TLS server."""
+        tls = self.measurements.tls
+        return (
+            *self.measurements.strategies,
+            *self.measurements.nginx,
+            *((tls.server,) if tls is not None else ()),
+        )
 
     def cpu(self) -> dict[tuple[str, str], CpuSummary]:
         """CPU-phase summaries by (server, case)."""
@@ -193,20 +205,24 @@ def _headline(view: SuiteView) -> list[str]:
         "",
     ]
     rows = []
-    for strategy in view.strategies:
+    tls = view.measurements.tls
+    for strategy in (*view.strategies, *((tls.server,) if tls is not None else ())):
         summary = cpu.get((strategy, case))
         if summary is None:
             continue
-        copies, switches = TEXTBOOK.get(strategy, (MISSING, MISSING))
+        copies, switches = TEXTBOOK.get(strategy, TLS_TEXTBOOK)
         traced = whole.get((strategy, case))
         whole_text = (
             f"{traced.per_request:.1f} → {traced.mode_switches:.0f} mode switches"
             if traced is not None
             else f"not traced ({view.measurements.skipped.get('counts', 'no window')})"
         )
+        label = strategy
+        if tls is not None and strategy == tls.server:
+            label = f"{tls.plain} over TLS ({tls.strategy})"
         rows.append(
             (
-                strategy,
+                label,
                 copies,
                 switches,
                 f"{summary.copy_in + summary.copy_out:.2f} "
@@ -372,8 +388,8 @@ def _syscalls_section(view: SuiteView) -> list[str]:
     for case, server, summary in view.cpu_cells():
         if not summary.counted:
             continue
-        calls_chart[server][case] = summary.syscalls_per_request
-        copies_chart[server][case] = (summary.copy_in, summary.copy_out)
+        calls_chart.setdefault(server, {})[case] = summary.syscalls_per_request
+        copies_chart.setdefault(server, {})[case] = (summary.copy_in, summary.copy_out)
         kinds = ", ".join(f"{name} {count:.3g}" for name, count in sorted(summary.syscalls.items()))
         eagain = ", ".join(f"{name} {count:.3g}" for name, count in sorted(summary.eagain.items()))
         rows.append(
@@ -680,6 +696,110 @@ def _profile_section(view: SuiteView, results: Sequence[TargetResult]) -> list[s
     return lines
 
 
+def _tls_cells(view: SuiteView, tls: TlsRecord) -> list[tuple[str, ...]]:
+    """Per TLS case: the plain server's row, the TLS server's, and TLS / plain per repetition."""
+    cpu = view.cpu()
+    per_rep: dict[tuple[str, str], dict[int, float | None]] = {}
+    for window in view.measurements.cpu_windows:
+        if window.server in (tls.plain, tls.server) and window.requests:
+            key = (window.server, window.case)
+            per_rep.setdefault(key, {})[window.rep] = window.cpu_s / window.requests
+    rows: list[tuple[str, ...]] = []
+    for case in case_order(tls.cases):
+        plain, secure = cpu.get((tls.plain, case)), cpu.get((tls.server, case))
+        if plain is None or secure is None:
+            continue
+        paired = paired_ratio(per_rep.get((tls.server, case), {}), per_rep[tls.plain, case])
+        for name, summary in ((f"{tls.plain} (plain)", plain), (f"{tls.plain} over TLS", secure)):
+            is_tls = summary is secure
+            rows.append(
+                (
+                    case,
+                    name,
+                    seconds(summary.cpu_per_request),
+                    f"{summary.cpu_per_gib:.3g} s",
+                    f"{summary.copy_in + summary.copy_out:.3f} "
+                    f"(in {summary.copy_in:.3f}, out {summary.copy_out:.3f})",
+                    f"{summary.zero_copy:.3f}",
+                    f"{summary.syscalls_per_request:.1f}",
+                    ratio(paired) if is_tls else "1",
+                )
+            )
+    return rows
+
+
+def _tls_section(view: SuiteView) -> list[str]:
+    lines = ["## TLS against plain", ""]
+    tls = view.measurements.tls
+    if tls is None:
+        reason = view.measurements.skipped.get("tls", "no TLS server ran")
+        return [*lines, f"Not measured: {reason}.", ""]
+    lines += [
+        f"The default strategy with `--tls-cert/--tls-key` ({tls.certificate}) against the same "
+        f"server without TLS, in the same rotation of the CPU phase, on the same files. The "
+        f"TLS server announced `{tls.strategy}`"
+        + (
+            ": without kTLS every body byte is read into user space, encrypted by OpenSSL and "
+            "written out, so sendfile and splice cannot be used."
+            if tls.strategy != "ktls-sendfile"
+            else ": kTLS is active, so bodies go by sendfile on the kTLS socket."
+        )
+        + " Bytes through user space per payload byte come from the server's own counters "
+        "(plaintext read and handed to OpenSSL; the ciphertext's record overhead is not "
+        "counted). The client decrypts on its own CPU. TLS / plain is server CPU per request, "
+        "per repetition, median.",
+        "",
+        *table(
+            (
+                "case",
+                "server",
+                "CPU per request",
+                "CPU per GiB",
+                "bytes through user space per payload byte",
+                "zero-copy per payload byte",
+                "transfer-path syscalls per request",
+                "TLS / plain CPU",
+            ),
+            _tls_cells(view, tls),
+        ),
+    ]
+    runs = tls.handshakes
+    if not runs:
+        return [*lines, f"Handshakes: {tls.handshake_tool}.", ""]
+    achieved = median_or_none(run.per_second for run in runs)
+    per = median_or_none(run.cpu_per_handshake_s for run in runs)
+    rows = [
+        (
+            str(run.rep + 1),
+            f"{run.handshakes:,}",
+            f"{run.seconds:.1f} s",
+            f"{run.per_second:,.0f}",
+            seconds(run.cpu_per_handshake_s),
+            number(1 / run.cpu_per_handshake_s) if run.cpu_per_handshake_s else MISSING,
+        )
+        for run in runs
+    ]
+    lines += [
+        f"**Handshakes**: TLS 1.3, full handshakes, no resumption ({tls.handshake_tool}). "
+        f"Median: {number(achieved)} handshakes/s achieved, {seconds(per)} of server CPU per "
+        f"handshake, so one worker at 100 % of a CPU would complete "
+        f"{number(1 / per) if per else MISSING} per second.",
+        "",
+        *table(
+            (
+                "repetition",
+                "handshakes",
+                "window",
+                "achieved per s",
+                "server CPU per handshake",
+                "one worker at 100 % CPU, per s",
+            ),
+            rows,
+        ),
+    ]
+    return lines
+
+
 def _method(view: SuiteView) -> list[str]:
     settings = view.measurements.meta.settings
     return [
@@ -718,6 +838,7 @@ def sections(view: SuiteView, results: Sequence[TargetResult]) -> dict[str, list
         _syscalls_section(view),
         _perf_section(view),
         _splice_section(view),
+        _tls_section(view),
         _profile_section(view, results),
         _method(view),
     ]

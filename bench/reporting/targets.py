@@ -51,7 +51,7 @@ def _missing(peers: PeersResults | None, workload: str, *candidates: str) -> str
     for candidate in candidates:
         if candidate in peers.skipped:
             return f"not run: {candidate} skipped ({peers.skipped[candidate]})"
-        if workload not in peers.ratios.get(candidate, {}):
+        if peers.ratio(candidate, workload) is None:
             return f"not run: no {workload} figures for {candidate} in peers.json"
     return None
 
@@ -62,14 +62,14 @@ def _vs_nginx(
     reason = _missing(peers, workload, DEFAULT_CANDIDATE)
     if reason is not None or peers is None:
         return TargetResult(case, target, reason or "", NOT_RUN)
-    value = getattr(peers.ratios[DEFAULT_CANDIDATE][workload], metric)
+    value = getattr(peers.ratio(DEFAULT_CANDIDATE, workload), metric)
     if value is None:
         return TargetResult(case, target, "not run: nginx was not measured", NOT_RUN)
     lower_is_better = metric.startswith("cpu")
     met = value <= bound if lower_is_better else value >= bound
     others = []
     for candidate in ZEROCOPY_CANDIDATES[1:]:
-        other = peers.ratios.get(candidate, {}).get(workload)
+        other = peers.ratio(candidate, workload)
         if other is not None and getattr(other, metric) is not None:
             others.append(f"{candidate.removeprefix('zerocopy-')} {getattr(other, metric):.2f}x")
     brackets = f" ({', '.join(others)})" if others else ""
@@ -86,7 +86,7 @@ def _vs_aiohttp(peers: PeersResults | None) -> TargetResult:
         return {
             row.rep: row.figures.rps
             for row in peers.rows
-            if row.server == candidate and row.workload == "4KiB"
+            if row.server == candidate and row.workload == "4KiB" and row.workers == 1
         }
 
     value = paired_ratio(by_rep(DEFAULT_CANDIDATE), by_rep(AIOHTTP))

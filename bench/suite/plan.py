@@ -74,6 +74,10 @@ class Profile:
             a second of bpftrace start-up and exit.
         nginx: Measure nginx (``sendfile on`` and ``off``) in the CPU phase too, alternated
             with the strategies (when nginx is installed).
+        tls_cases: Cases (among ``cpu_cases``) the CPU phase also measures over TLS, with the
+            default strategy, in the same rotation.
+        handshake_repetitions: Windows of full TLS handshakes (0: none).
+        handshake_seconds: Length of each.
     """
 
     name: str
@@ -92,6 +96,9 @@ class Profile:
     perf: bool
     bpftrace: bool
     nginx: bool
+    tls_cases: tuple[Case, ...]
+    handshake_repetitions: int
+    handshake_seconds: int
 
     @property
     def cases(self) -> tuple[Case, ...]:
@@ -119,6 +126,9 @@ FULL: Final = Profile(
     perf=True,
     bpftrace=True,
     nginx=True,
+    tls_cases=(Case(4 * KiB), Case(1 * MiB), Case(256 * MiB)),
+    handshake_repetitions=3,
+    handshake_seconds=3,
 )
 
 QUICK: Final = Profile(
@@ -138,4 +148,7 @@ QUICK: Final = Profile(
     perf=False,
     bpftrace=True,
     nginx=True,
+    tls_cases=(Case(4 * KiB), Case(1 * MiB)),
+    handshake_repetitions=1,
+    handshake_seconds=1,
 )

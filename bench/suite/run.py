@@ -11,7 +11,11 @@ machine spreads over all of them instead of favouring one:
 3. **counts**: the same loops under ``strace -f -c`` and bpftrace at once, never timed; a
    window in which a tracer saw nothing is run again (``bench.suite.tracers``);
 4. **perf**: ``perf record -e cpu-clock -g`` during a load, for the copy routines' and the
-   kernel paths' share of server CPU and the top of the profile (full runs only).
+   kernel paths' share of server CPU and the top of the profile (full runs only);
+5. **handshakes**: full TLS 1.3 handshakes against the TLS server (``bench.suite.tls``).
+
+A TLS server (the default strategy with a trustme certificate) takes its turn in the CPU
+phase's rotation on the profile's TLS cases, so TLS and plain are measured alike.
 
 One server per strategy (and per nginx configuration) runs for the whole suite, in its own
 process group, and is stopped on every exit path. The pyperf files get the CPU benchmarks,
@@ -21,12 +25,14 @@ process group, and is stopped on every exit path. The pyperf files get the CPU b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +42,7 @@ import trio
 
 from bench.harness import client, files, metrics, procfs
 from bench.harness.machine import choose_pinning, loadavg_now, machine_info, pin_self
-from bench.harness.names import NGINX_BASELINES, STRATEGIES
+from bench.harness.names import NGINX_BASELINES, STRATEGIES, TLS_SERVER
 from bench.harness.nginx import CONFIGS, nginx_binary, start_nginx
 from bench.harness.progress import Progress
 from bench.harness.results import REPO_ROOT, RESULTS_DIR, write_record
@@ -51,17 +57,25 @@ from bench.harness.schema import (
     PerfRecord,
     ProfileSettings,
     SuiteMeta,
+    TlsRecord,
     TracerLoss,
 )
 from bench.harness.servers import ServerSet, start_zerocopy
-from bench.suite import perf, tracers
+from bench.suite import perf, tls, tracers
 from bench.suite.latency import PROGRAM
 from bench.suite.pyperf_files import add_cpu_benchmarks
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
 
-    from bench.harness.schema import BpfCounts, CounterDelta, Pinning, StraceCounts
+    from bench.harness.schema import (
+        BpfCounts,
+        CounterDelta,
+        HandshakeRun,
+        Pinning,
+        StraceCounts,
+    )
     from bench.harness.servers import RunningServer, ServerInfo
     from bench.suite.plan import Case, Profile
 
@@ -110,6 +124,7 @@ class _Session:
         root: The directory every server serves.
         progress: One step per unit of work.
         skipped: What was not measured, and why (``measurements.json``'s ``skipped``).
+        tls: The TLS server and the client's context for it, when one runs.
     """
 
     profile: Profile
@@ -118,6 +133,7 @@ class _Session:
     root: str
     progress: Progress
     skipped: dict[str, str]
+    tls: tuple[ServerInfo, ssl.SSLContext] | None = None
 
     def requests(
         self,
@@ -127,6 +143,7 @@ class _Session:
         count: int,
         min_time: float = 0.0,
         max_time: float = math.inf,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[int, float]:
         """Sequential GETs of ``case``'s file on one connection: ``client.run_requests``."""
         evict = os.path.join(self.root, case.filename) if case.cold else None
@@ -138,6 +155,7 @@ class _Session:
                 min_time=min_time,
                 max_time=max_time,
                 evict_path=evict,
+                tls=tls,
             )
         )
 
@@ -236,27 +254,43 @@ def _latency_phase(
 # -- cpu ---------------------------------------------------------------------------------------
 
 
-def _cpu_window(
-    session: _Session, name: str, pid: int, port: int, case: Case, rep: int
-) -> CpuWindow:
+@final
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One server of the CPU phase: what to read, where to send, which cases, over TLS?"""
+
+    name: str
+    pid: int
+    port: int
+    info: ServerInfo | None
+    """zerocopy's (with counters); ``None`` for nginx."""
+    cases: tuple[Case, ...]
+    tls: ssl.SSLContext | None = None
+
+
+def _cpu_window(session: _Session, target: _Target, case: Case, rep: int) -> CpuWindow:
     profile = session.profile
-    server = session.servers.get(name)
+    server = target.info
     before_metrics = session.scrape(server) if server is not None else None
-    before = procfs.sample_group(pid)
+    if target.tls is not None:
+        # The handshake and the file's first read are not what the window measures.
+        session.requests(target.port, case, count=1, tls=target.tls)
+    before = procfs.sample_group(target.pid)
     started = datetime.datetime.now(datetime.UTC).isoformat()
     done, elapsed = session.requests(
-        port,
+        target.port,
         case,
         count=profile.cpu_min_requests,
         min_time=profile.cpu_window,
         max_time=profile.cpu_window * WINDOW_CAP,
+        tls=target.tls,
     )
-    used = procfs.sample_group(pid) - before
+    used = procfs.sample_group(target.pid) - before
     counters = None
     if server is not None and before_metrics is not None:
         counters = metrics.counter_delta(before_metrics, session.scrape(server))
     return CpuWindow(
-        server=name,
+        server=target.name,
         case=case.label,
         size=case.size,
         cold=case.cold,
@@ -275,23 +309,65 @@ def _cpu_window(
 
 
 def _cpu_phase(session: _Session) -> list[CpuWindow]:
-    """Every server (strategies, then nginx configurations) in a rotated order per repetition.
+    """Every server (strategies, nginx configurations, the TLS server) in a rotated order per
+    repetition.
 
     The scrapes of the metrics endpoint happen outside the /proc readings, so they are not
-    billed; nginx has no counters, and only its /proc readings are taken.
+    billed; nginx has no counters, and only its /proc readings are taken. The TLS server runs
+    its own cases only, each window on a connection whose handshake is done beforehand.
     """
-    targets = {name: (info.pid, info.port) for name, info in session.servers.items()}
-    targets |= {name: (server.pgid, server.port) for name, server in session.nginx.items()}
-    windows = []
     profile = session.profile
+    cases = profile.cpu_cases
+    targets = {
+        name: _Target(name, info.pid, info.port, info, cases)
+        for name, info in session.servers.items()
+    }
+    targets |= {
+        name: _Target(name, server.pgid, server.port, None, cases)
+        for name, server in session.nginx.items()
+    }
+    if session.tls is not None:
+        info, context = session.tls
+        targets[TLS_SERVER] = _Target(
+            TLS_SERVER, info.pid, info.port, info, profile.tls_cases, context
+        )
+    windows = []
     for rep in range(profile.cpu_repetitions):
         for name in _rotated(list(targets), rep):
-            pid, port = targets[name]
-            windows += [
-                _cpu_window(session, name, pid, port, case, rep) for case in profile.cpu_cases
-            ]
+            target = targets[name]
+            windows += [_cpu_window(session, target, case, rep) for case in target.cases]
             session.progress.advance(f"cpu repetition {rep + 1}/{profile.cpu_repetitions}: {name}")
     return windows
+
+
+# -- handshakes ----------------------------------------------------------------------------------
+
+
+def _handshake_phase(session: _Session, ca: Path) -> tuple[str, tuple[HandshakeRun, ...]]:
+    """Full TLS 1.3 handshakes against the TLS server: (how, runs), or why not (no runs)."""
+    profile = session.profile
+    if session.tls is None or not profile.handshake_repetitions:
+        return f"not in the {profile.name} profile", ()
+    openssl = tls.handshake_tool()
+    if openssl is None:
+        session.skipped["handshakes"] = "openssl is not installed"
+        for _ in range(profile.handshake_repetitions):
+            session.progress.advance("handshakes: skipped (no openssl)")
+        return "not measured: openssl is not installed", ()
+    info, _ = session.tls
+    runs = []
+    for rep in range(profile.handshake_repetitions):
+        run = tls.measure_handshakes(openssl, info, ca, rep=rep, seconds=profile.handshake_seconds)
+        runs.append(run)
+        session.progress.advance(
+            f"handshakes {rep + 1}/{profile.handshake_repetitions}: {run.per_second:,.0f}/s"
+        )
+    how = (
+        f"`openssl s_time -new -tls1_3 -time {profile.handshake_seconds}` "
+        f"({tls.version(openssl)}), {tls.HANDSHAKE_CLIENTS} clients on the client CPU, "
+        "against one worker"
+    )
+    return how, tuple(runs)
 
 
 # -- counts ------------------------------------------------------------------------------------
@@ -490,10 +566,11 @@ def _nginx_wanted(profile: Profile, skipped: dict[str, str]) -> tuple[str, ...]:
     return NGINX_BASELINES
 
 
-def _steps(profile: Profile, nginx: int) -> int:
+def _steps(profile: Profile, nginx: int, tls_server: bool) -> int:
     servers = len(STRATEGIES)
     n = len(profile.latency_cases) + profile.rounds * servers
-    n += profile.cpu_repetitions * (servers + nginx)
+    n += profile.cpu_repetitions * (servers + nginx + tls_server)
+    n += profile.handshake_repetitions if tls_server else 0
     n += servers * len(profile.count_cases)
     if profile.perf:
         n += servers * sum(1 for case in profile.cpu_cases if case.label in PERF_CASES)
@@ -519,33 +596,63 @@ def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Measu
     skipped: dict[str, str] = {}
     nginx_names = _nginx_wanted(profile, skipped)
     machine = machine_info(tools=("strace", "bpftrace", "perf", "nginx"))
+    tls_record = None
     with (
-        Progress(_steps(profile, len(nginx_names)), "bench") as progress,
         files.data_directory(data_parent) as root,
+        tempfile.TemporaryDirectory(prefix="zerocopy-bench-tls-") as tls_dir,
     ):
-        files.write_files(root, {case.filename: case.size for case in profile.cases})
-        progress.advance(f"write {len(profile.cases)} files into {root}")
-        eviction_verified = _check_eviction(root, profile)
-        filesystem = files.filesystem_type(root)
-        pin_self(pinning.client_cpu)
-        with ServerSet(logs, cpu=pinning.server_cpu) as server_set:
+        certificate = tls.make_certificate(Path(tls_dir)) if profile.tls_cases else None
+        if certificate is None:
+            skipped["tls"] = (
+                "trustme is not installed (pip install trustme)"
+                if profile.tls_cases
+                else f"not in the {profile.name} profile"
+            )
+        steps = _steps(profile, len(nginx_names), certificate is not None)
+        with Progress(steps, "bench") as progress, ServerSet(logs, cpu=pinning.server_cpu) as ss:
+            files.write_files(root, {case.filename: case.size for case in profile.cases})
+            progress.advance(f"write {len(profile.cases)} files into {root}")
+            eviction_verified = _check_eviction(root, profile)
+            filesystem = files.filesystem_type(root)
+            pin_self(pinning.client_cpu)
             servers = {
-                strategy: start_zerocopy(server_set, root, strategy, name=f"server-{strategy}")
+                strategy: start_zerocopy(ss, root, strategy, name=f"server-{strategy}")
                 for strategy in STRATEGIES
             }
-            nginx = {
-                name: start_nginx(server_set, Path(root), CONFIGS[name]) for name in nginx_names
-            }
-            progress.advance(f"start {len(servers) + len(nginx)} servers")
+            nginx = {name: start_nginx(ss, Path(root), CONFIGS[name]) for name in nginx_names}
             session = _Session(profile, servers, nginx, root, progress, skipped)
             commands = {s: " ".join(info.command) for s, info in servers.items()}
             commands |= {n: " ".join(server.command) for n, server in nginx.items()}
+            if certificate is not None:
+                secure = start_zerocopy(
+                    ss,
+                    root,
+                    STRATEGIES[0],
+                    name=f"server-{TLS_SERVER}",
+                    extra=("--tls-cert", str(certificate.cert), "--tls-key", str(certificate.key)),
+                )
+                session = dataclasses.replace(
+                    session, tls=(secure, tls.client_context(certificate.ca))
+                )
+                commands[TLS_SERVER] = " ".join(secure.command)
+            progress.advance(f"start {len(commands)} servers")
             unannounced = tuple(s for s, info in servers.items() if not info.metrics_announced)
             calibration = _calibrate(session)
             _latency_phase(session, out, calibration, pinning)
             windows = _cpu_phase(session)
             counts, losses = _count_phase(session)
             perf_records = _perf_phase(session)
+            if certificate is not None and session.tls is not None:
+                how, handshakes = _handshake_phase(session, certificate.ca)
+                tls_record = TlsRecord(
+                    server=TLS_SERVER,
+                    plain=STRATEGIES[0],
+                    strategy=session.tls[0].strategy,
+                    certificate=certificate.description,
+                    cases=tuple(case.label for case in profile.tls_cases),
+                    handshake_tool=how,
+                    handshakes=handshakes,
+                )
     for strategy in STRATEGIES:
         add_cpu_benchmarks(out / f"{strategy}.json", strategy, windows)
     measurements = Measurements(
@@ -582,6 +689,7 @@ def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Measu
         counts=tuple(counts),
         tracer_losses=tuple(losses),
         perf=tuple(perf_records),
+        tls=tls_record,
         skipped=skipped,
     )
     write_record(out / "measurements.json", measurements)
