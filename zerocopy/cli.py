@@ -179,7 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve symlinks whose target stays inside DIR (default: refuse every symlink)",
     )
-    serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
+    serve.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH|-",
+        help="write one line per response to PATH (-, or the flag alone: standard error): the "
+        "Combined Log Format, then the request time in seconds, the strategy that sent the "
+        "body and the body bytes sent; written from a thread, at least once a second; "
+        "reopened on SIGUSR1 (default: off)",
+    )
+    serve.add_argument(
+        "--access-log-format",
+        choices=["combined", "json"],
+        default=_default(ServerConfig, "access_log_format"),
+        help="combined: one text line per response; json: one object per line, same fields",
+    )
     serve.add_argument(
         "--metrics-port",
         type=_port,
@@ -389,6 +405,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         shutdown_grace=args.shutdown_grace,
         max_connections=args.max_connections,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,

@@ -95,6 +95,10 @@ _TRACKED: Final = frozenset(
 )
 
 
+_LOGGED: Final = frozenset({b"referer", b"user-agent"})
+"""Headers kept only for the access log (``log_fields``); they never make a request unplain."""
+_TRACKED_AND_LOGGED: Final = _TRACKED | _LOGGED
+
 _NONE_REPEATED: Final = frozenset[bytes]()
 
 
@@ -110,6 +114,7 @@ class Request:
         version: ``"1.0"`` or ``"1.1"``.
         keep_alive: Whether the client allows the connection to stay open.
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
+            With ``log_fields``, also Referer and User-Agent.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
         plain: No tracked header but Host: no conditional, no range, no body. Such a GET or
@@ -178,10 +183,14 @@ class RequestParser:
 
     Args:
         limits: The limits to enforce; see :class:`~zerocopy.http.limits.Limits`.
+        log_fields: Also keep Referer and User-Agent in ``Request.headers``, for the access
+            log. They do not make a request unplain.
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, log_fields: bool = False) -> None:
         self._limits = limits or Limits()
+        self._log_fields = log_fields
+        self._tracked = _TRACKED_AND_LOGGED if log_fields else _TRACKED
         self._parser = httptools.HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_version=True)
         self._events: deque[Request | HTTPError] = deque()
@@ -311,7 +320,7 @@ class RequestParser:
         if self._head_size + len(self._url) > self._limits.max_head_size:
             raise _Abort(HTTPError(431, "request head too large"))
         key = name.lower()
-        if key in _TRACKED:
+        if key in self._tracked:
             previous = self._headers.get(key)
             if previous is None:
                 self._headers[key] = value
@@ -339,6 +348,9 @@ class RequestParser:
         has_body = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
         expects_continue = _expects_continue(headers.get(b"expect"))
         answer_now = expects_continue and has_body and version == "1.1"
+        acted_on = len(headers)
+        if self._log_fields:
+            acted_on -= (b"referer" in headers) + (b"user-agent" in headers)
         request = Request(
             method=parser.get_method().decode("ascii"),
             target=bytes(self._url),
@@ -351,7 +363,7 @@ class RequestParser:
             headers=headers,
             repeated=frozenset(self._repeated) if self._repeated else _NONE_REPEATED,
             has_body=has_body,
-            plain=len(headers) == (b"host" in headers),
+            plain=acted_on == (b"host" in headers),
         )
         if answer_now:
             # The request is complete as far as the server cares; nothing after its head is

@@ -23,12 +23,13 @@ Theory of operation:
   reported by closing.
 * Closing after a response we chose to end (``Connection: close``) is a lingering close
   (``Sender.linger``), as nginx does it.
+* With the access log on, a :class:`~zerocopy.server.accesslog.Clerk` records every response
+  once it has ended, whole or cut short (``accesslog.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -41,27 +42,14 @@ if TYPE_CHECKING:
     import socket
 
     from zerocopy.files import CachedFile
+    from zerocopy.http import ResponsePlan
+    from zerocopy.server.accesslog import Clerk
     from zerocopy.server.listener import Connection
     from zerocopy.server.serve import ServerState
 
 __all__ = ["handle_connection"]
 
 logger = logging.getLogger("zerocopy.server")
-access_logger = logging.getLogger("zerocopy.access")
-
-
-def _log_access(peer: str, request: Request, status: int, length: int) -> None:
-    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-    access_logger.info(
-        '%s - - [%s] "%s %s HTTP/%s" %d %d',
-        peer,
-        when,
-        request.method,
-        safe_text(request.target).replace('"', "\\x22"),
-        request.version,
-        status,
-        length,
-    )
 
 
 async def handle_connection(conn: Connection, state: ServerState) -> None:
@@ -73,8 +61,10 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
 
     Never raises, except Cancelled: errors are logged and close the connection.
     """
+    log = state.access_log
+    clerk = log.clerk(conn.peer, conn.socket) if log is not None else None
     try:
-        linger = await _serve_requests(conn, state)
+        linger = await _serve_requests(conn, state, clerk)
         if linger:
             await state.sender.linger(conn.socket)
     except PeerGone as exc:
@@ -90,7 +80,12 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
 
 
 async def _send_cached(
-    sock: socket.socket, state: ServerState, entry: CachedFile, request: Request, keep_alive: bool
+    sock: socket.socket,
+    state: ServerState,
+    entry: CachedFile,
+    request: Request,
+    keep_alive: bool,
+    clerk: Clerk | None,
 ) -> int:
     """Answer a plain GET or HEAD from a cache entry; returns the body length."""
     fields = entry.memo
@@ -98,8 +93,12 @@ async def _send_cached(
     head = head_200(fields, state.dates.now(), request.version, keep_alive)
     body = entry.span
     if request.method == "HEAD" or not body.count:
+        if clerk is not None:
+            clerk.cached(len(head), None)
         await state.sender.send_bytes(sock, head)
         return 0
+    if clerk is not None:
+        clerk.cached(len(head), body)
     entry.borrowers += 1
     try:
         await state.sender.send_file(sock, head, body)
@@ -108,14 +107,35 @@ async def _send_cached(
     return body.count
 
 
-async def _serve_requests(conn: Connection, state: ServerState) -> bool:
+async def _send_error(
+    sock: socket.socket,
+    state: ServerState,
+    plan: ResponsePlan,
+    clerk: Clerk | None,
+    started: float | None,
+) -> None:
+    """Send the error plan for a request that could not be parsed, counted and logged."""
+    state.responses[plan.status] += 1
+    if clerk is None:
+        await state.sender.send_plan(sock, plan)
+        return
+    whole = False
+    try:
+        await state.sender.send_plan(sock, plan)
+        whole = True
+    finally:
+        clerk.record(None, plan, whole, started)
+
+
+async def _serve_requests(conn: Connection, state: ServerState, clerk: Clerk | None) -> bool:
     """Run the request loop. Returns whether the close should linger."""
     config = state.config
     sock = conn.socket
     sender = state.sender
     responder = state.responder
     responses = state.responses
-    parser = RequestParser(config.limits)
+    parser = RequestParser(config.limits, log_fields=clerk is not None)
+    plan: ResponsePlan | None
     # When the current request's first byte arrived, if a wait needs to know; the first
     # request's head deadline runs from accept.
     head_started: float | None = trio.current_time()
@@ -123,9 +143,9 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
         try:
             event = parser.next_event()
         except HTTPError as error:
-            plan = responder.error(error, None, keep_alive=False)
-            responses[plan.status] += 1
-            await sender.send_plan(sock, plan)
+            await _send_error(
+                sock, state, responder.error(error, None, keep_alive=False), clerk, head_started
+            )
             return True
         if event is NEED_DATA:
             now_data = sender.receive_now(sock)
@@ -156,8 +176,7 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
                     if parser.in_message and not state.shutting_down:
                         timed_out = HTTPError(408, "request head timed out")
                         plan = responder.error(timed_out, None, keep_alive=False)
-                        responses[plan.status] += 1
-                        await sender.send_plan(sock, plan)
+                        await _send_error(sock, state, plan, clerk, head_started)
                         return True
                     return False
                 if idle and data:
@@ -168,21 +187,23 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
             return False
         assert isinstance(event, Request)
         request = event
-        head_started = None
         keep_alive = request.keep_alive and not state.shutting_down
         entry = responder.cached(request) if request.plain else None
+        plan = None
+        whole = False
         try:
             if entry is not None:
                 status = 200
-                length = await _send_cached(sock, state, entry, request, keep_alive)
+                await _send_cached(sock, state, entry, request, keep_alive, clerk)
             else:
                 prepared = await responder.respond(request, keep_alive=keep_alive)
                 try:
                     plan = prepared.plan
-                    status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
+                    status, keep_alive = plan.status, plan.keep_alive
                     await sender.send_plan(sock, plan)
                 finally:
                     prepared.close()
+            whole = True
         except FileTruncated as exc:
             path = entry.path if entry is not None else prepared.path
             logger.error(
@@ -192,8 +213,10 @@ async def _serve_requests(conn: Connection, state: ServerState) -> bool:
                 exc,
             )
             return False
+        finally:
+            if clerk is not None and (plan is not None or entry is not None):
+                clerk.record(request, plan, whole, head_started)  # plan None: the fast path
+        head_started = None
         responses[status] += 1
-        if config.access_log:
-            _log_access(conn.peer, request, status, length)
         if not keep_alive:
             return True

@@ -37,6 +37,7 @@ import trio
 
 from zerocopy.files import CacheStatistics, OpenFileCache, Root
 from zerocopy.http import DateCache
+from zerocopy.server.accesslog import AccessLog, AccessLogStatistics
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -80,6 +81,7 @@ class ServerStatistics:
         responses: Responses sent, by status.
         transfer: The transfer layer's counters.
         files: The open-file cache's counts.
+        access_log: The access log's counts (zeros when it is off).
     """
 
     connections_accepted: int
@@ -87,6 +89,7 @@ class ServerStatistics:
     responses: Mapping[int, int] = field(default_factory=dict)
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
     files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
+    access_log: AccessLogStatistics = field(default_factory=AccessLogStatistics)
 
 
 def sock_name(listener: RawListener) -> tuple[str, int]:
@@ -122,6 +125,14 @@ class ServerState:
         )
         self.dates = DateCache()
         self.responder = Responder(self.files, config.limits, self.dates, listing=config.listing)
+        self.access_log: AccessLog | None = None
+        if config.access_log is not None:
+            self.access_log = AccessLog(
+                config.access_log,
+                log_format=config.access_log_format,
+                counters=self.counters,
+                strategy=self.strategy,
+            )
         self.shutting_down = False
         # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
         # connection that goes idle closes at once instead of waiting for another request.
@@ -223,6 +234,9 @@ class Server:
             responses=MappingProxyType(dict(state.responses)),
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
+            access_log=(
+                state.access_log.statistics() if state.access_log else AccessLogStatistics()
+            ),
         )
 
     async def _render_metrics(self) -> bytes:
@@ -231,9 +245,11 @@ class Server:
     def reopen_logs(self) -> None:
         """Reopen the log files this server writes (SIGUSR1, logrotate's convention).
 
-        The server writes no log file of its own yet: the access log, which will, closes and
-        reopens its file here. Called on the event loop; it must not block for long.
+        The access log reopens its file in its writer thread, at once. Called on the event
+        loop; never blocks.
         """
+        if self._state.access_log is not None:
+            self._state.access_log.reopen()
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
@@ -252,6 +268,8 @@ class Server:
             async with trio.open_nursery() as metrics:
                 if self._metrics is not None:
                     await metrics.start(self._metrics.serve)
+                if self._state.access_log is not None:
+                    await metrics.start(self._state.access_log.run)
                 await self._serve_files(task_status)
                 metrics.cancel_scope.cancel()
         finally:
@@ -259,6 +277,8 @@ class Server:
             self._state.strategy.close()
             self._state.files.close()
             self._state.root.close()
+            if self._state.access_log is not None:
+                self._state.access_log.close()
             self._closed.set()
 
     async def _serve_files(self, task_status: trio.TaskStatus[Server]) -> None:
