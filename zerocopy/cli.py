@@ -23,6 +23,7 @@ from zerocopy.server.config import (
     default_open_file_cache,
     raise_descriptor_limit,
 )
+from zerocopy.server.stopping import Stopper
 from zerocopy.server.supervisor import Supervisor, SupervisorConfig
 from zerocopy.transfer import STRATEGIES
 
@@ -243,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="SECONDS",
         default=_default(ServerConfig, "shutdown_grace"),
-        help="for in-flight responses to finish after SIGTERM/SIGINT",
+        help="for in-flight responses to finish after SIGTERM/SIGINT; at its end the process "
+        "exits, even if worker threads are still busy",
     )
     limits = serve.add_argument_group("limits")
     limits.add_argument(
@@ -452,6 +454,7 @@ async def _run(server: Server) -> None:
             # Announce only now: from here on, a signal means a graceful shutdown.
             _announce(server.root, server.addresses, server.config, server.metrics_port)
             systemd.notify("READY=1")
+            stopper = Stopper(server)
 
             async def watch_signals() -> None:
                 async for signum in received:
@@ -475,10 +478,10 @@ async def _run(server: Server) -> None:
                             server.config.shutdown_grace,
                         )
                         systemd.notify("STOPPING=1")
-                    server.shutdown()
+                    stopper.stop()
 
             nursery.start_soon(watch_signals)
-            await server.wait_closed()
+            await stopper.wait_stopped()
             nursery.cancel_scope.cancel()
 
 

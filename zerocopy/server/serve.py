@@ -251,6 +251,12 @@ class Server:
         if self._state.access_log is not None:
             self._state.access_log.reopen()
 
+    def write_logs_now(self) -> None:
+        """Write buffered log lines from the calling thread, for a process that is about to
+        end without unwinding (see ``stopping.py``)."""
+        if self._state.access_log is not None:
+            self._state.access_log.write_now()
+
     async def serve(
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
     ) -> None:
