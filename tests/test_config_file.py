@@ -132,7 +132,7 @@ def test_every_flag_is_a_key() -> None:
     }
     # Unset by default: printed as comments, not keys.
     flags -= {"metrics-port", "cache-control", "cors", "not-found", "spa"}
-    flags -= {"tls-cert", "tls-key", "auth-file"}
+    flags -= {"tls-cert", "tls-key", "auth-file", "access-log"}
     assert keys == flags | {"dir"}
 
 

@@ -226,8 +226,8 @@ arbitrary_ranges = st.builds(
 
 @st.composite
 def weighted_range_cases(draw: st.DrawFn) -> RangeCase:
-    """Four in five examples are well-formed lists; the fifth is anything."""
-    return draw(arbitrary_ranges if draw(st.integers(0, 4)) == 0 else range_lists())
+    """Nine in ten examples are well-formed lists; the tenth is anything."""
+    return draw(arbitrary_ranges if draw(st.integers(0, 9)) == 0 else range_lists())
 
 
 range_cases = weighted_range_cases()

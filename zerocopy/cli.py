@@ -25,6 +25,7 @@ from zerocopy.server.config import (
     default_open_file_cache,
     raise_descriptor_limit,
 )
+from zerocopy.server.stopping import Stopper
 from zerocopy.server.supervisor import Supervisor, SupervisorConfig
 from zerocopy.transfer import STRATEGIES
 
@@ -324,7 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow cross-origin requests from ORIGIN (or *): Access-Control-Allow-Origin on "
         "every response, and OPTIONS preflights answered with 204",
     )
-    serve.add_argument("--access-log", action="store_true", help="log every response to stderr")
+    serve.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH|-",
+        help="write one line per response to PATH (-, or the flag alone: standard error): the "
+        "Combined Log Format, then the request time in seconds, the strategy that sent the "
+        "body and the body bytes sent; written from a thread, at least once a second; "
+        "reopened on SIGUSR1 (default: off)",
+    )
+    serve.add_argument(
+        "--access-log-format",
+        choices=["combined", "json"],
+        default=_default(ServerConfig, "access_log_format"),
+        help="combined: one text line per response; json: one object per line, same fields",
+    )
     serve.add_argument(
         "--metrics-port",
         type=_port,
@@ -372,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="SECONDS",
         default=_default(ServerConfig, "shutdown_grace"),
-        help="for in-flight responses to finish after SIGTERM/SIGINT",
+        help="for in-flight responses to finish after SIGTERM/SIGINT; at its end the process "
+        "exits, even if worker threads are still busy",
     )
     limits = serve.add_argument_group("limits")
     limits.add_argument(
@@ -585,6 +603,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         shutdown_grace=args.shutdown_grace,
         max_connections=args.max_connections,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
         metrics_port=args.metrics_port,
         open_file_cache=args.open_file_cache,
         offload_threads=args.offload_threads,
@@ -655,6 +674,7 @@ async def _run(server: Server) -> None:
                 strategy=server.strategy_name,
             )
             systemd.notify("READY=1")
+            stopper = Stopper(server)
 
             async def watch_signals() -> None:
                 async for signum in received:
@@ -678,10 +698,10 @@ async def _run(server: Server) -> None:
                             server.config.shutdown_grace,
                         )
                         systemd.notify("STOPPING=1")
-                    server.shutdown()
+                    stopper.stop()
 
             nursery.start_soon(watch_signals)
-            await server.wait_closed()
+            await stopper.wait_stopped()
             nursery.cancel_scope.cancel()
 
 

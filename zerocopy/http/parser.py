@@ -98,6 +98,10 @@ _TRACKED: Final = frozenset(
 )
 
 
+_LOGGED: Final = frozenset({b"referer", b"user-agent"})
+"""Headers kept only for the access log (``log_fields``); they never make a request unplain."""
+_TRACKED_AND_LOGGED: Final = _TRACKED | _LOGGED
+
 _NONE_REPEATED: Final = frozenset[bytes]()
 _EMPTY: Final = memoryview(b"")
 # Method names as the parser reports them, decoded once.
@@ -116,6 +120,7 @@ class Request:
         version: ``"1.0"`` or ``"1.1"``.
         keep_alive: Whether the client allows the connection to stay open.
         headers: The tracked headers, lower-cased names; repeated fields joined with ``", "``.
+            With ``log_fields``, also Referer and User-Agent.
         repeated: Names of tracked headers that appeared more than once.
         has_body: Whether the request carried a body (discarded by the parser).
         plain: No tracked header but Host, Accept, Accept-Encoding and Authorization (which
@@ -186,10 +191,14 @@ class RequestParser:
 
     Args:
         limits: The limits to enforce; see :class:`~zerocopy.http.limits.Limits`.
+        log_fields: Also keep Referer and User-Agent in ``Request.headers``, for the access
+            log. They do not make a request unplain.
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, log_fields: bool = False) -> None:
         self._limits = limits or Limits()
+        self._log_fields = log_fields
+        self._tracked = _TRACKED_AND_LOGGED if log_fields else _TRACKED
         self._parser = httptools.HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_version=True)
         self._events: deque[Request | HTTPError] = deque()
@@ -323,7 +332,7 @@ class RequestParser:
         if self._head_size + len(self._url) > self._limits.max_head_size:
             raise _Abort(HTTPError(431, "request head too large"))
         key = name.lower()
-        if key in _TRACKED:
+        if key in self._tracked:
             previous = self._headers.get(key)
             if previous is None:
                 self._headers[key] = value
@@ -342,7 +351,10 @@ class RequestParser:
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if self._repeated and b"host" in self._repeated:
             raise _Abort(HTTPError(400, "repeated Host header"))
-        if len(headers) == (
+        acted_on = len(headers)
+        if self._log_fields:  # Referer and User-Agent are only logged.
+            acted_on -= (b"referer" in headers) + (b"user-agent" in headers)
+        if acted_on == (
             (b"host" in headers)
             + (b"accept" in headers)
             + (b"accept-encoding" in headers)

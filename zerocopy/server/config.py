@@ -100,8 +100,10 @@ class ServerConfig:
         shutdown_grace: Seconds in-flight responses get to finish after SIGTERM or SIGINT.
         max_connections: Concurrent connections; past it, accept waits. ``None``: as many as
             RLIMIT_NOFILE allows (:func:`default_max_connections`), computed at start.
-        access_log: Log one line per response (Common Log Format) to the
-            ``zerocopy.access`` logger.
+        access_log: Write one line per response to this file (``-``: standard error);
+            ``None``: off. See ``zerocopy.server.accesslog``.
+        access_log_format: ``combined`` (the Combined Log Format and three fields) or
+            ``json`` (one object per line).
         metrics_port: Serve Prometheus metrics and ``/-/health`` on this port (on
             ``metrics_bind``); ``None``: off.
         open_file_cache: Most file descriptors kept open for reuse (0: off); ``None``:
@@ -157,7 +159,8 @@ class ServerConfig:
     send_timeout: float = 30.0
     shutdown_grace: float = 10.0
     max_connections: int | None = None
-    access_log: bool = False
+    access_log: str | None = None
+    access_log_format: Literal["combined", "json"] = "combined"
     metrics_port: int | None = None
     open_file_cache: int | None = None
     offload_threads: int = DEFAULT_THREADS

@@ -23,6 +23,8 @@ Theory of operation:
   reported by closing.
 * Closing after a response we chose to end (``Connection: close``) is a lingering close
   (``Sender.linger``), as nginx does it.
+* With the access log on, a :class:`~zerocopy.server.accesslog.Clerk` records every response
+  once it has ended, whole or cut short (``accesslog.py``).
 * With basic authentication on, each request's credentials are checked first, before the
   fast path's look-up and before anything is opened (``auth.py``); a good verdict is cached,
   so on a keep-alive connection the check costs one dict look-up.
@@ -33,7 +35,6 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
@@ -46,6 +47,7 @@ from zerocopy.transfer import FileTruncated, PeerGone, SendTimeout, TransferErro
 if TYPE_CHECKING:
     from zerocopy.files import CachedFile
     from zerocopy.http import ResponsePlan
+    from zerocopy.server.accesslog import Clerk
     from zerocopy.server.listener import Connection
     from zerocopy.server.serve import ServerState
     from zerocopy.span import FileSpan
@@ -69,21 +71,6 @@ class _Sends(Protocol[_T_contra]):
 
 
 logger = logging.getLogger("zerocopy.server")
-access_logger = logging.getLogger("zerocopy.access")
-
-
-def _log_access(peer: str, request: Request, status: int, length: int) -> None:
-    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-    access_logger.info(
-        '%s - - [%s] "%s %s HTTP/%s" %d %d',
-        peer,
-        when,
-        request.method,
-        safe_text(request.target).replace('"', "\\x22"),
-        request.version,
-        status,
-        length,
-    )
 
 
 async def handle_connection(conn: Connection, state: ServerState) -> None:
@@ -96,15 +83,18 @@ async def handle_connection(conn: Connection, state: ServerState) -> None:
     Never raises, except Cancelled: errors are logged and close the connection.
     """
     tls = state.tls
+    log = state.access_log
+    # Under TLS the socket's kernel count is ciphertext: the clerk gets no socket there.
+    clerk = None if log is None else log.clerk(conn.peer, conn.socket if tls is None else None)
     try:
         if tls is None:
-            if await _serve_requests(conn, state, state.sender, conn.socket):
+            if await _serve_requests(conn, state, state.sender, conn.socket, clerk):
                 await state.sender.linger(conn.socket)
         else:
             deadline = trio.current_time() + state.config.head_timeout
             channel = await tls.handshake(conn, deadline, state.idle_scopes)
             if channel is not None:
-                if await _serve_requests(conn, state, tls.sender, channel):
+                if await _serve_requests(conn, state, tls.sender, channel, clerk):
                     await tls.sender.linger(channel)  # close_notify first
                 else:
                     channel.close_notify()
@@ -128,31 +118,58 @@ async def _send_cached(
     fields: bytes,
     request: Request,
     keep_alive: bool,
-) -> int:
-    """Answer a plain GET or HEAD from a cache entry and its 200's fields; returns the body
-    length."""
+    clerk: Clerk | None,
+) -> None:
+    """Answer a plain GET or HEAD from a cache entry and its 200's fields."""
     head = head_200(fields, state.dates.now(), request.version, keep_alive)
     body = entry.span
     if request.method == "HEAD" or not body.count:
+        if clerk is not None:
+            clerk.cached(len(head), None)
         await sender.send_bytes(sock, head)
-        return 0
+        return
+    if clerk is not None:
+        clerk.cached(len(head), body)
     entry.borrowers += 1
     try:
         await sender.send_file(sock, head, body)
     finally:
         entry.release()
-    return body.count
+
+
+async def _send_plan(
+    sender: _Sends[_T],
+    sock: _T,
+    state: ServerState,
+    request: Request | None,
+    plan: ResponsePlan,
+    clerk: Clerk | None,
+    started: float | None,
+) -> None:
+    """Send an error plan (a request that did not parse, a timeout, a refused password),
+    counted and logged."""
+    state.responses[plan.status] += 1
+    if clerk is None:
+        await sender.send_plan(sock, plan)
+        return
+    whole = False
+    try:
+        await sender.send_plan(sock, plan)
+        whole = True
+    finally:
+        clerk.record(request, plan, whole, started)
 
 
 async def _serve_requests(
-    conn: Connection, state: ServerState, sender: _Sends[_T], sock: _T
+    conn: Connection, state: ServerState, sender: _Sends[_T], sock: _T, clerk: Clerk | None
 ) -> bool:
     """Run the request loop. Returns whether the close should linger."""
     config = state.config
     auth = state.auth
     responder = state.responder
     responses = state.responses
-    parser = RequestParser(config.limits)
+    parser = RequestParser(config.limits, log_fields=clerk is not None)
+    plan: ResponsePlan | None
     # When the current request's first byte arrived, if a wait needs to know; the first
     # request's head deadline runs from accept.
     head_started: float | None = trio.current_time()
@@ -161,8 +178,7 @@ async def _serve_requests(
             event = parser.next_event()
         except HTTPError as error:
             plan = responder.error(error, None, keep_alive=False)
-            responses[plan.status] += 1
-            await sender.send_plan(sock, plan)
+            await _send_plan(sender, sock, state, None, plan, clerk, head_started)
             return True
         if event is NEED_DATA:
             now_data = sender.receive_now(sock)
@@ -193,8 +209,7 @@ async def _serve_requests(
                     if parser.in_message and not state.shutting_down:
                         timed_out = HTTPError(408, "request head timed out")
                         plan = responder.error(timed_out, None, keep_alive=False)
-                        responses[plan.status] += 1
-                        await sender.send_plan(sock, plan)
+                        await _send_plan(sender, sock, state, None, plan, clerk, head_started)
                         return True
                     return False
                 if idle and data:
@@ -205,36 +220,39 @@ async def _serve_requests(
             return False
         assert isinstance(event, Request)
         request = event
-        head_started = None
         keep_alive = request.keep_alive and not state.shutting_down
         if auth is not None and not auth.known_good(request):
             refused = await auth.check(request)
             if refused is not None:
                 plan = responder.error(refused, request, keep_alive=keep_alive)
-                responses[plan.status] += 1
-                await sender.send_plan(sock, plan)
-                if config.access_log:
-                    _log_access(conn.peer, request, plan.status, plan.body_length)
+                await _send_plan(sender, sock, state, request, plan, clerk, head_started)
+                head_started = None
                 if not plan.keep_alive:
                     return True
                 continue
         hit = responder.cached(request) if request.plain else None
+        plan = None
+        whole = False
+        streamed: int | None = None
         try:
             if hit is not None:
                 status = 200
-                length = await _send_cached(sender, sock, state, *hit, request, keep_alive)
+                await _send_cached(sender, sock, state, *hit, request, keep_alive, clerk)
             else:
                 prepared = responder.respond(request, keep_alive=keep_alive)
                 try:
                     if prepared.ready is not None:  # A tar download: the walk comes first.
                         await prepared.ready(sock, sender)
                     plan = prepared.plan
-                    status, length, keep_alive = plan.status, plan.body_length, plan.keep_alive
+                    status, keep_alive = plan.status, plan.keep_alive
+                    if prepared.stream is not None:  # A listing or an archive: its body
+                        streamed = -1  # follows the head.
                     await sender.send_plan(sock, plan)
-                    if prepared.stream is not None:  # A listing: its body follows the head.
-                        length = await prepared.stream(sock, sender)
+                    if prepared.stream is not None:
+                        streamed = await prepared.stream(sock, sender)
                 finally:
                     prepared.close()
+            whole = True
         except (FileTruncated, ArchiveChanged) as exc:
             path = hit[0].path if hit is not None else prepared.path
             logger.error(
@@ -244,8 +262,10 @@ async def _serve_requests(
                 exc,
             )
             return False
+        finally:
+            if clerk is not None and (plan is not None or hit is not None):
+                clerk.record(request, plan, whole, head_started, streamed)  # plan None: fast
+        head_started = None
         responses[status] += 1
-        if config.access_log:
-            _log_access(conn.peer, request, status, length)
         if not keep_alive:
             return True

@@ -97,6 +97,7 @@ _Row = tuple[str, str, str, str, Mapping[str, float]]
 def _rows(stats: ServerStatistics) -> list[_Row]:
     transfer = stats.transfer
     files = stats.files
+    log = stats.access_log
 
     def by_key(counts: Mapping[Any, int]) -> dict[str, float]:
         return {str(key): count for key, count in sorted(counts.items())}
@@ -236,6 +237,20 @@ def _rows(stats: ServerStatistics) -> list[_Row]:
             "Bytes read into memory (one copy into user space each).",
             "",
             {"": files.memory_read_bytes},
+        ),
+        (
+            "zerocopy_access_log_lines",
+            "counter",
+            "Access log lines: written, dropped (the disk did not keep up), failed (write error).",
+            "result",
+            {"written": log.lines, "dropped": log.dropped, "failed": log.failed},
+        ),
+        (
+            "zerocopy_access_log_reopens",
+            "counter",
+            "Access log files reopened (SIGUSR1).",
+            "",
+            {"": log.reopens},
         ),
     ]
 

@@ -44,6 +44,7 @@ from zerocopy.http import (
     parse_header_rule,
     parse_target,
 )
+from zerocopy.server.accesslog import AccessLog, AccessLogStatistics
 from zerocopy.server.auth import Authenticator, load_auth_file
 from zerocopy.server.config import (
     default_max_connections,
@@ -92,6 +93,7 @@ class ServerStatistics:
         transfer: The transfer layer's counters.
         files: The open-file cache's counts.
         listings: The directory listings' counts.
+        access_log: The access log's counts (zeros when it is off).
         archives: The tar downloads' counts (all zero with ``--no-tar``).
     """
 
@@ -101,6 +103,7 @@ class ServerStatistics:
     transfer: TransferStatistics = field(default_factory=TransferStatistics)
     files: CacheStatistics = field(default_factory=lambda: CacheStatistics(0, 0, 0, 0))
     listings: ListingStatistics = field(default_factory=ListingStatistics)
+    access_log: AccessLogStatistics = field(default_factory=AccessLogStatistics)
     archives: ArchiveStatistics = field(default_factory=ArchiveStatistics)
 
 
@@ -158,6 +161,21 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         policy = content_policy(config)  # before anything is opened: it may refuse the config
+        try:
+            self._build(config, policy)
+        except BaseException:
+            self.close()  # What was opened before the failure.
+            raise
+        self.shutting_down = False
+        # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
+        # connection that goes idle closes at once instead of waiting for another request.
+        self.drain_over = False
+        self.idle_scopes: set[trio.CancelScope] = set()
+        self.connections_accepted = 0
+        self.connections_open = 0
+        self.responses: Counter[int] = Counter()
+
+    def _build(self, config: ServerConfig, policy: ContentPolicy) -> None:
         self.root = Root(config.root, follow_symlinks=config.follow_symlinks)
         # Read the system's MIME tables now, not during the first request.
         mimetypes.init()
@@ -201,14 +219,22 @@ class ServerState:
                     "basic authentication without TLS: passwords cross the network readable "
                     "by anyone on the path (add --tls-cert and --tls-key)"
                 )
-        self.shutting_down = False
-        # Set once idle connections have had their IDLE_DRAIN seconds: from then on a
-        # connection that goes idle closes at once instead of waiting for another request.
-        self.drain_over = False
-        self.idle_scopes: set[trio.CancelScope] = set()
-        self.connections_accepted = 0
-        self.connections_open = 0
-        self.responses: Counter[int] = Counter()
+        self.access_log: AccessLog | None = None
+        if config.access_log is not None:
+            self.access_log = AccessLog(
+                config.access_log,
+                log_format=config.access_log_format,
+                counters=self.counters,
+                strategy=self.strategy,
+            )
+
+    def close(self) -> None:
+        """Release what the state holds: the strategy's pools, the open-file cache, the
+        root's descriptor, the access log. Safe on a state whose construction failed."""
+        for name in ("strategy", "files", "root", "access_log"):
+            held = getattr(self, name, None)
+            if held is not None:
+                held.close()
 
 
 @final
@@ -309,6 +335,9 @@ class Server:
             transfer=state.counters.statistics(),
             files=state.files.statistics(),
             listings=state.responder.listings.statistics(),
+            access_log=(
+                state.access_log.statistics() if state.access_log else AccessLogStatistics()
+            ),
             archives=(
                 ArchiveStatistics()
                 if state.responder.archives is None
@@ -322,9 +351,17 @@ class Server:
     def reopen_logs(self) -> None:
         """Reopen the log files this server writes (SIGUSR1, logrotate's convention).
 
-        The server writes no log file of its own yet: the access log, which will, closes and
-        reopens its file here. Called on the event loop; it must not block for long.
+        The access log reopens its file in its writer thread, at once. Called on the event
+        loop; never blocks.
         """
+        if self._state.access_log is not None:
+            self._state.access_log.reopen()
+
+    def write_logs_now(self) -> None:
+        """Write buffered log lines from the calling thread, for a process that is about to
+        end without unwinding (see ``stopping.py``)."""
+        if self._state.access_log is not None:
+            self._state.access_log.write_now()
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
@@ -343,13 +380,13 @@ class Server:
             async with trio.open_nursery() as metrics:
                 if self._metrics is not None:
                     await metrics.start(self._metrics.serve)
+                if self._state.access_log is not None:
+                    await metrics.start(self._state.access_log.run)
                 await self._serve_files(task_status)
                 metrics.cancel_scope.cancel()
         finally:
             self._close_listeners()
-            self._state.strategy.close()
-            self._state.files.close()
-            self._state.root.close()
+            self._state.close()
             self._closed.set()
 
     async def _serve_files(self, task_status: trio.TaskStatus[Server]) -> None:

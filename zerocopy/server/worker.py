@@ -36,6 +36,7 @@ import trio
 
 from zerocopy.server.metrics import sum_statistics
 from zerocopy.server.serve import Server
+from zerocopy.server.stopping import Stopper
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,32 +76,41 @@ def plain_statistics(server: Server) -> Any:
     return sum_statistics([stats], stats)
 
 
-async def _run(server: Server, control: trio.socket.SocketType, early: list[int]) -> None:
+async def _run(server: Server, raw_control: socket.socket, early: list[int]) -> None:
+    control = trio.socket.from_stdlib_socket(raw_control)
+
+    def send_final_counts() -> None:
+        # The process ends without unwinding (threads still busy): send its last counts now,
+        # without waiting (the socket is non-blocking), so that none is lost.
+        with contextlib.suppress(OSError):
+            raw_control.send(pickle.dumps(("stats", plain_statistics(server))))
+
+    stopper = Stopper(server, before_exit=send_final_counts)
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1) as signals:
                 if early:
-                    server.shutdown()
+                    stopper.stop()
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
                         logger.info("SIGUSR1: reopening log files")
                         server.reopen_logs()
                     else:
-                        server.shutdown()
+                        stopper.stop()
 
         async def answer_control() -> None:
             while message := await control.recv(MESSAGE_SIZE):
                 if pickle.loads(message)[0] == "stats":
                     await control.send(pickle.dumps(("stats", plain_statistics(server))))
             logger.warning("supervisor gone: shutting down")
-            server.shutdown()
+            stopper.stop()
 
         nursery.start_soon(watch_signals)
         await nursery.start(server.serve)
         await control.send(pickle.dumps(("ready", os.getpid())))
         nursery.start_soon(answer_control)
-        await server.wait_closed()
+        await stopper.wait_stopped()
         nursery.cancel_scope.cancel()
     with contextlib.suppress(OSError):
         await control.send(pickle.dumps(("stats", plain_statistics(server))))
@@ -135,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RuntimeError, KeyError) as exc:
         control.send(pickle.dumps(("error", str(exc))))
         return 2
-    trio.run(_run, server, trio.socket.from_stdlib_socket(control), early)
+    trio.run(_run, server, control, early)
     return 0
 
 

@@ -97,6 +97,16 @@ class WithFallback:
             logger.warning("%s: descriptors available again", self.name)
         return sent
 
+    def way(self, span: FileSpan) -> str:
+        """The name of the strategy that sends ``span`` now: ``memory``, ``readwrite`` (a
+        file system without zero-copy, or no descriptors for a pipe), or the primary's. Asked
+        just after a send, the one that sent it. Never blocks."""
+        if span.data is not None and span.count <= self.memory_max and self._memory is not None:
+            return self._memory.name
+        if span.dev in self._unsupported or self._exhausted:
+            return self._fallback.name
+        return self._primary.name
+
     def close(self) -> None:
         """Close the strategies."""
         self._primary.close()
