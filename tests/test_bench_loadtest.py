@@ -469,6 +469,7 @@ def test_candidate_names_are_the_published_ones() -> None:
             "zerocopy-sendfile",
             "zerocopy-splice",
             "zerocopy-readwrite",
+            "zerocopy-auto-log",
             "nginx-sendfile",
             "nginx-nosendfile",
             "aiohttp",

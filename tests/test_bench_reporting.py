@@ -269,6 +269,7 @@ def _peers(skipped: dict[str, str] | None = None) -> schema.PeersResults:
     for rep in range(3):
         for server, workers, workload, rps, cpu in (
             ("zerocopy-auto", 1, "4KiB", 8500.0, 40.0),
+            ("zerocopy-auto-log", 1, "4KiB", 7650.0 + rep, 44.0),
             ("zerocopy-sendfile", 1, "4KiB", 8000.0, 42.0),
             ("nginx-sendfile", 1, "4KiB", 10000.0, 20.0),
             ("nginx-nosendfile", 1, "4KiB", 9000.0, 18.0),
@@ -295,7 +296,8 @@ def _peers(skipped: dict[str, str] | None = None) -> schema.PeersResults:
     return schema.PeersResults(
         meta=meta,
         candidates=(
-            "zerocopy-auto", "zerocopy-sendfile", "nginx-sendfile", "nginx-nosendfile", "aiohttp"
+            "zerocopy-auto", "zerocopy-auto-log", "zerocopy-sendfile", "nginx-sendfile",
+            "nginx-nosendfile", "aiohttp",
         ),
         workloads=workloads,
         rows=tuple(rows),
@@ -312,6 +314,19 @@ CPU_PER_GIB = {
     "splice": {"256MiB": 0.88},
     "nginx-sendfile": {"256MiB": 0.6},
 }
+
+
+def test_the_access_log_cost_is_reported_against_auto():
+    from bench.reporting.load import peers_summary
+
+    summary = peers_summary(_peers())
+    # 7651 / 8500 (the median repetition) and 44 / 40: on the 4 KiB workload only, where
+    # both ran.
+    line = next(line for line in summary.splitlines() if "Access log cost" in line)
+    assert "4KiB" in line
+    assert "0.90x" in line
+    assert "1.10x" in line
+    assert sum("Access log cost" in line for line in summary.splitlines()) == 1
 
 
 def test_targets_without_peers_json_are_not_run():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ACCESS_LOG_CANDIDATE",
     "AIOHTTP",
     "BASELINE_STRATEGY",
     "DEFAULT_CANDIDATE",
@@ -61,8 +62,13 @@ AIOHTTP: Final = "aiohttp"
 UVICORN_STARLETTE: Final = "uvicorn-starlette"
 HTTP_SERVER: Final = "http.server"
 
+ACCESS_LOG_CANDIDATE: Final = "zerocopy-auto-log"
+"""``auto`` with the access log on (combined format, to a file): its cost against
+``zerocopy-auto``, alternated in the same run."""
+
 PEER_CANDIDATES: Final = (
     *ZEROCOPY_CANDIDATES,
+    ACCESS_LOG_CANDIDATE,
     *NGINX_BASELINES,
     AIOHTTP,
     UVICORN_STARLETTE,

@@ -46,6 +46,7 @@ from bench.harness.files import (
     verify_file,
 )
 from bench.harness.names import (
+    ACCESS_LOG_CANDIDATE,
     AIOHTTP,
     DEFAULT_CANDIDATE,
     HTTP_SERVER,
@@ -171,6 +172,23 @@ def _zerocopy(strategy: str) -> Candidate:
     )
 
 
+def _zerocopy_logging() -> Candidate:
+    """``auto`` with the access log written to a file beside the document root."""
+    name = ACCESS_LOG_CANDIDATE
+
+    def argv(root: Path) -> list[str]:
+        log = root.parent / "zerocopy-access.log"
+        return zerocopy_argv(root, "auto", "--access-log", str(log))
+
+    return Candidate(
+        name=name,
+        settings="python -m zerocopy serve DIR --bind 127.0.0.1 --port 0 --strategy auto "
+        "--access-log FILE (combined format, to a file on the same disk)",
+        missing=lambda: None,
+        start=lambda ss, root: ss.start(name, argv(root), env=_python_env()),
+    )
+
+
 def _nginx(name: str) -> Candidate:
     config = CONFIGS[name]
 
@@ -219,6 +237,7 @@ def candidates() -> dict[str, Candidate]:
     """Every candidate, by name, in measuring order."""
     found = [
         *(_zerocopy(strategy) for strategy in STRATEGIES),
+        _zerocopy_logging(),
         *(_nginx(name) for name in NGINX_BASELINES),
         Candidate(
             name=AIOHTTP,

@@ -5,13 +5,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from bench.harness.names import HTTP_SERVER, STRATEGIES
+from bench.harness.names import (
+    ACCESS_LOG_CANDIDATE,
+    DEFAULT_CANDIDATE,
+    HTTP_SERVER,
+    STRATEGIES,
+)
+from bench.harness.stats import paired_ratio
 from bench.reporting.markdown import case_order, fixed, number, percent, ratio, table
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from bench.harness.schema import Cell, LoadResults, PeersResults, Scaling, WorkerPlacement
+    from bench.harness.schema import (
+        Cell,
+        LoadResults,
+        PeersResults,
+        Scaling,
+        WorkerPlacement,
+        WrkFigures,
+    )
 
 __all__ = ["load_section", "peers_section", "peers_summary", "sweep_summary"]
 
@@ -203,6 +216,33 @@ _PEERS_HEADER: Final = (
 )
 
 
+def _access_log_cost(results: PeersResults) -> list[str]:
+    """The access log's cost: ``zerocopy-auto-log`` against ``zerocopy-auto``, per
+    repetition, on each workload where both ran with one worker."""
+    lines = []
+    for info in results.workloads:
+        figures: dict[str, dict[int, WrkFigures]] = {}
+        for row in results.rows:
+            if row.workload == info.label and row.workers == 1:
+                figures.setdefault(row.server, {})[row.rep] = row.figures
+        logged, plain = figures.get(ACCESS_LOG_CANDIDATE), figures.get(DEFAULT_CANDIDATE)
+        if not logged or not plain:
+            continue
+        rps = paired_ratio(
+            {rep: f.rps for rep, f in logged.items()}, {rep: f.rps for rep, f in plain.items()}
+        )
+        cpu = paired_ratio(
+            {rep: f.server_cpu_per_req_us for rep, f in logged.items()},
+            {rep: f.server_cpu_per_req_us for rep, f in plain.items()},
+        )
+        lines.append(
+            f"- Access log cost, {info.label}: req/s with the log {ratio(rps)} of without, "
+            f"server CPU per request {ratio(cpu)} (`{ACCESS_LOG_CANDIDATE}` against "
+            f"`{DEFAULT_CANDIDATE}`, medians of per-repetition ratios)."
+        )
+    return [*lines, ""] if lines else []
+
+
 def _peer_tables(results: PeersResults) -> list[str]:
     lines = []
     for info in results.workloads:
@@ -217,6 +257,7 @@ def _peer_tables(results: PeersResults) -> list[str]:
         lines.append(f"- {candidate}: skipped ({reason})")
     if results.skipped:
         lines.append("")
+    lines += _access_log_cost(results)
     lines += _scaling(results.scaling)
     lines += _placements(results.meta.placements)
     return lines
