@@ -429,6 +429,19 @@ def _measurements(counts: tuple[CountWindow, ...]) -> Measurements:
             ),
         ),
         perf=(),
+        pyspy=(
+            schema.PySpyRecord(
+                strategy="auto",
+                case="4KiB",
+                connections=8,
+                requests=900,
+                samples=1200,
+                components={"trio: scheduler and I/O waits": 20.0, "zerocopy/http": 80.0},
+                top=(
+                    schema.ProfileEntry(31.7, "zerocopy/transfer/sockio.py", "retry_writable:80"),
+                ),
+            ),
+        ),
         tls=tls,
         skipped={"perf": "not in the quick profile"},
     )
@@ -506,6 +519,12 @@ def test_report_and_check_on_synthetic_results(tmp_path: Path):
     assert "| 1MiB | auto (plain) | 100 µs |" in text
     assert "500 handshakes/s achieved, 500 µs of server CPU per handshake" in text
     assert "would complete 2,000 per second" in text
+    # The 4 KiB request's profile: perf was not recorded, py-spy was.
+    assert "### Where a 4KiB request of `auto` goes" in text
+    assert "perf: not recorded (not in the quick profile)." in text
+    assert "1,200 samples of a working thread over 900 requests on 8 concurrent" in text
+    assert "| trio: scheduler and I/O waits | 20.0% |" in text
+    assert "| 31.7 | zerocopy/transfer/sockio.py | `retry_writable:80` |" in text
     assert bench_check.check(tmp_path) == []
 
 

@@ -26,6 +26,7 @@ from bench.suite import tls
 from bench.suite.perf import parse_children_report, parse_self_report, parse_shares
 from bench.suite.plan import FULL, QUICK, Case
 from bench.suite.pyperf_files import add_cpu_benchmarks
+from bench.suite.pyspy import OTHER, component_of, parse_raw
 from bench.suite.tracers import (
     ARM_SYSCALL,
     DUMP_SYSCALL,
@@ -255,6 +256,73 @@ def test_perf_self_report_gives_top_entries():
         (48.28, "[kernel.kallsyms]", "_copy_to_iter"),
         (4.75, "[kernel.kallsyms]", "filemap_get_read_batch"),
     ]
+
+
+# -- py-spy ---------------------------------------------------------------------------------------
+
+# Captured from `py-spy record --nonblocking --format raw` of a server under load (shortened):
+# one line per distinct stack, outermost frame first, then the sample count.
+PYSPY_RAW = "\n".join(
+    [
+        "WithFallback.send_span (zerocopy/transfer/fallback.py:73);"
+        "Memory.send_span (zerocopy/transfer/memory.py:69);"
+        "retry_writable (zerocopy/transfer/sockio.py:80) 6",
+        "_serve_requests (zerocopy/server/connection.py:204);"
+        "CancelScope.__enter__ (/usr/lib/python3/site-packages/trio/_core/_run.py:627) 2",
+        "cancel_shielded_checkpoint (trio/_core/_traps.py:95) 3",
+        "handle_connection (zerocopy/server/connection.py:91);"
+        "_serve_requests (zerocopy/server/connection.py:178) 4",
+        "Memory.send_span (zerocopy/transfer/memory.py:72);"
+        "retry_writable (zerocopy/transfer/sockio.py:80) 4",
+        "_feed_slice (zerocopy/http/parser.py:310) 1",
+        "<module> (<frozen runpy>:198) 0",
+        "not a stack line",
+    ]
+)
+
+
+def test_pyspy_raw_gives_components_by_self_time():
+    profile = parse_raw(PYSPY_RAW)
+    assert profile.samples == 20
+    assert profile.components == {
+        "trio: scheduler and I/O waits": pytest.approx(25.0),
+        "zerocopy/http: parse, plan, heads": pytest.approx(5.0),
+        "zerocopy/server: connection loop, sender, respond": pytest.approx(20.0),
+        "zerocopy/transfer: strategies, socket calls": pytest.approx(50.0),
+        "zerocopy/files: cache, open, metadata": 0.0,
+        OTHER: 0.0,
+    }
+    assert sum(profile.components.values()) == pytest.approx(100.0)
+
+
+def test_pyspy_raw_gives_the_hottest_lines_with_short_paths():
+    top = parse_raw(PYSPY_RAW, limit=3).top
+    assert [(round(e.percent), e.dso, e.symbol) for e in top] == [
+        (50, "zerocopy/transfer/sockio.py", "retry_writable:80"),
+        (20, "zerocopy/server/connection.py", "_serve_requests:178"),
+        (15, "trio/_core/_traps.py", "cancel_shielded_checkpoint:95"),
+    ]
+
+
+def test_pyspy_empty_recording_has_no_samples():
+    assert parse_raw("").samples == 0
+    assert parse_raw("").top == []
+
+
+@pytest.mark.parametrize(
+    ("file", "component"),
+    [
+        (
+            "/srv/venv/lib/python3.11/site-packages/trio/_core/_run.py",
+            "trio: scheduler and I/O waits",
+        ),
+        ("zerocopy/files/cache.py", "zerocopy/files: cache, open, metadata"),
+        ("<frozen runpy>", OTHER),
+        ("selectors.py", OTHER),
+    ],
+)
+def test_pyspy_components_follow_the_file(file: str, component: str):
+    assert component_of(file) == component
 
 
 # -- plan -----------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ __all__ = [
     "Pinning",
     "ProfileEntry",
     "ProfileSettings",
+    "PySpyRecord",
     "Ratios",
     "Row",
     "Scaling",
@@ -478,6 +479,27 @@ class PerfRecord:
 
 @final
 @dataclass(frozen=True, slots=True)
+class PySpyRecord:
+    """What one ``py-spy record --nonblocking`` of a server says (by self time).
+
+    Attributes:
+        samples: Samples of a working (not idle) thread.
+        components: Percent of samples per part of the process (trio, zerocopy/http, ...).
+        top: The source lines with the most samples (``symbol`` is ``function:line``).
+    """
+
+    strategy: str
+    case: str
+    connections: int
+    """Concurrent keep-alive connections of sequential GETs during the recording."""
+    requests: int
+    samples: int
+    components: dict[str, float]
+    top: tuple[ProfileEntry, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HandshakeRun:
     """One window of full TLS handshakes against the TLS server.
 
@@ -546,6 +568,8 @@ class Measurements:
     counts: tuple[CountWindow, ...]
     tracer_losses: tuple[TracerLoss, ...]
     perf: tuple[PerfRecord, ...]
+    pyspy: tuple[PySpyRecord, ...]
+    """py-spy profiles of the Python side (``skipped["py-spy"]`` says why there are none)."""
     tls: TlsRecord | None
     """The TLS server, when one ran (``skipped["tls"]`` says why not)."""
     skipped: dict[str, str]

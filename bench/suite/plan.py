@@ -70,6 +70,7 @@ class Profile:
         cpu_min_requests: Least requests per CPU-phase window.
         count_requests_bytes: Bytes to request per traced window (at least 2 requests).
         perf: Record ``perf`` profiles.
+        pyspy_seconds: Length of the py-spy profile of ``auto`` at 4 KiB (0: none).
         bpftrace: Trace with bpftrace too (when root and available); each window costs about
             a second of bpftrace start-up and exit.
         nginx: Measure nginx (``sendfile on`` and ``off``) in the CPU phase too, alternated
@@ -94,6 +95,7 @@ class Profile:
     cpu_min_requests: int
     count_requests_bytes: int
     perf: bool
+    pyspy_seconds: float
     bpftrace: bool
     nginx: bool
     tls_cases: tuple[Case, ...]
@@ -124,6 +126,7 @@ FULL: Final = Profile(
     cpu_min_requests=3,
     count_requests_bytes=64 * MiB,
     perf=True,
+    pyspy_seconds=4.0,
     bpftrace=True,
     nginx=True,
     tls_cases=(Case(4 * KiB), Case(1 * MiB), Case(256 * MiB)),
@@ -146,6 +149,7 @@ QUICK: Final = Profile(
     cpu_min_requests=3,
     count_requests_bytes=8 * MiB,
     perf=False,
+    pyspy_seconds=1.0,
     bpftrace=True,
     nginx=True,
     tls_cases=(Case(4 * KiB), Case(1 * MiB)),

@@ -56,12 +56,13 @@ from bench.harness.schema import (
     Measurements,
     PerfRecord,
     ProfileSettings,
+    PySpyRecord,
     SuiteMeta,
     TlsRecord,
     TracerLoss,
 )
 from bench.harness.servers import ServerSet, start_zerocopy
-from bench.suite import perf, tls, tracers
+from bench.suite import perf, pyspy, tls, tracers
 from bench.suite.latency import PROGRAM
 from bench.suite.pyperf_files import add_cpu_benchmarks
 
@@ -95,6 +96,9 @@ SETTLE: Final = 0.2
 tracers stop counting."""
 PERF_CASES: Final = ("4KiB", "1MiB", "256MiB")
 PERF_SECONDS: Final = 1.5
+PYSPY_CASE: Final = ("auto", "4KiB")
+"""The request the report's Python profile explains: the default strategy, a small file."""
+PYSPY_CONNECTIONS: Final = 8
 
 
 def default_out(quick: bool) -> Path:
@@ -535,6 +539,57 @@ def _perf_phase(session: _Session) -> list[PerfRecord]:
     return records
 
 
+async def _concurrent_requests(port: int, filename: str, seconds: float) -> int:
+    """:data:`PYSPY_CONNECTIONS` keep-alive connections of sequential GETs for ``seconds``,
+    so that the server, as under wrk, finds work waiting whenever it looks."""
+    done: list[int] = []
+
+    async def one() -> None:
+        count, _ = await client.run_requests(
+            port, filename, count=2, min_time=seconds, max_time=seconds * WINDOW_CAP
+        )
+        done.append(count)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(PYSPY_CONNECTIONS):
+            nursery.start_soon(one)
+    return sum(done)
+
+
+def _pyspy_phase(session: _Session) -> list[PySpyRecord]:
+    profile, skipped = session.profile, session.skipped
+    strategy, label = PYSPY_CASE
+    cases = [case for case in profile.cpu_cases if case.label == label]
+    server = session.servers.get(strategy)
+    if profile.pyspy_seconds <= 0 or not cases or server is None:
+        skipped["py-spy"] = f"not in the {profile.name} profile"
+        session.progress.advance("py-spy: skipped")
+        return []
+    try:
+        with pyspy.record(server.pid) as result:
+            done = trio.run(
+                _concurrent_requests, server.port, cases[0].filename, profile.pyspy_seconds
+            )
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        session.progress.note(f"py-spy failed: {exc}")
+        skipped["py-spy"] = str(exc)
+        return []
+    finally:
+        session.progress.advance(f"py-spy {strategy} {label}")
+    found = result[0]
+    return [
+        PySpyRecord(
+            strategy=strategy,
+            case=label,
+            connections=PYSPY_CONNECTIONS,
+            requests=done,
+            samples=found.samples,
+            components=found.components,
+            top=tuple(found.top),
+        )
+    ]
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -574,7 +629,7 @@ def _steps(profile: Profile, nginx: int, tls_server: bool) -> int:
     n += servers * len(profile.count_cases)
     if profile.perf:
         n += servers * sum(1 for case in profile.cpu_cases if case.label in PERF_CASES)
-    return n + 2
+    return n + 3
 
 
 def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Measurements:
@@ -642,6 +697,7 @@ def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Measu
             windows = _cpu_phase(session)
             counts, losses = _count_phase(session)
             perf_records = _perf_phase(session)
+            pyspy_records = _pyspy_phase(session)
             if certificate is not None and session.tls is not None:
                 how, handshakes = _handshake_phase(session, certificate.ca)
                 tls_record = TlsRecord(
@@ -689,6 +745,7 @@ def run(profile: Profile, out: Path, *, data_parent: str | None = None) -> Measu
         counts=tuple(counts),
         tracer_losses=tuple(losses),
         perf=tuple(perf_records),
+        pyspy=tuple(pyspy_records),
         tls=tls_record,
         skipped=skipped,
     )
