@@ -57,7 +57,7 @@ clean:
 # `make bench-peers BENCH_PEERS_ARGS="--repetitions 5 --workers 1"`.
 BENCH_LOAD_ARGS ?=
 BENCH_PEERS_ARGS ?=
-.PHONY: bench-load bench-peers bench-hardening bench-cold bench-slow bench-idle bench-listing
+.PHONY: bench-load bench-peers bench-hardening bench-cold bench-slow bench-idle bench-listing bench-tar
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python -m bench.load $(BENCH_LOAD_ARGS)
@@ -68,14 +68,15 @@ bench-peers: $(VENV)/.dev
 # Hardening benchmarks (bench/hardening/; not run in CI): hot p99 under cold 256 MiB
 # downloads, zerocopy with and without offload beside nginx with and without `aio threads`;
 # slowhttptest attacks; 5,000 idle connections; a probe's stall and the peak RSS while eight
-# clients list a directory of 200,000 entries, beside nginx's autoindex
+# clients list a directory of 200,000 entries, beside nginx's autoindex; server CPU per GiB of
+# a 1 GiB directory downloaded as tar against the same files one by one, per strategy
 # (`make bench-listing BENCH_HARDENING_ARGS="--data /var/tmp/zerocopy-hardening"` keeps the
 # directory for the next run).
 BENCH_HARDENING_ARGS ?=
 bench-hardening: $(VENV)/.dev
 	$(BIN)/python -m bench.hardening all $(BENCH_HARDENING_ARGS)
 
-bench-cold bench-slow bench-idle bench-listing: $(VENV)/.dev
+bench-cold bench-slow bench-idle bench-listing bench-tar: $(VENV)/.dev
 	$(BIN)/python -m bench.hardening $(@:bench-%=%) $(BENCH_HARDENING_ARGS)
 
 # The strategy benchmark suite (see bench/README.md): latency, server CPU and copy counts per

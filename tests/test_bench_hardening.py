@@ -4,6 +4,7 @@ for a moment, and one short listing run against zerocopy and nginx (where instal
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -20,11 +21,12 @@ from bench.hardening.listing import (
     parse_fetch_output,
 )
 from bench.hardening.probe import HOT, Probe, summarise
+from bench.hardening.tar import TAR_STRATEGIES, run_tar, tar_medians
 from bench.harness import files
 from bench.harness.names import NGINX_AIO_THREADS, NGINX_SENDFILE
 from bench.harness.nginx import nginx_binary
 from bench.harness.procfs import group_pids
-from bench.harness.schema import LatencySummary, ListingRun
+from bench.harness.schema import LatencySummary, ListingRun, Pinning, TarRun
 from bench.harness.servers import running_server
 
 SLOWHTTPTEST_CSV = """Seconds,Closed,Pending,Connected,Service Available
@@ -153,3 +155,39 @@ def test_one_short_listing_run_against_real_servers() -> None:
         assert run.probe.requests > 0
         assert run.baseline.requests > 0
         assert run.peak_rss_kib > 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_tar_case_against_real_servers(tmp_path: Path) -> None:
+    result = run_tar(tmp_path, quick=True, pinning=Pinning(None, None, "not pinned"))
+    assert result.data_bytes == result.files * result.file_bytes
+    assert {run.strategy for run in result.runs} == set(TAR_STRATEGIES)
+    for run in result.runs:
+        # curl received the archive (headers, padding, two end blocks) or every file whole.
+        extra = run.received_bytes - result.data_bytes
+        assert extra == (result.files + 1) * 512 + 1024 if run.download == "tar" else extra == 0
+        assert run.cpu_s >= 0
+        assert run.syscalls > 0
+        if run.strategy == "readwrite":
+            assert run.copied_bytes >= 2 * result.data_bytes
+        else:  # the file data went by sendfile or splice: only heads and tar headers copied
+            assert run.zero_copy_bytes == result.data_bytes
+            assert run.copied_bytes < 0.01 * result.data_bytes
+    assert set(result.medians) == set(TAR_STRATEGIES)
+
+
+def test_tar_medians_pair_repetitions() -> None:
+    runs = [
+        TarRun(rep, "splice", download, 1, cpu, 1.0, copied, 0, 10)
+        for rep, download, cpu, copied in (
+            (0, "tar", 2.0, 4),
+            (0, "single", 1.0, 2),
+            (1, "tar", 1.0, 4),
+            (1, "single", 2.0, 2),
+        )
+    ]
+    median = tar_medians(runs, 1 << 30)["splice"]
+    assert median.tar_over_single == pytest.approx(1.25)  # ratios 2.0 and 0.5
+    assert median.tar_cpu_per_gib_s == median.single_cpu_per_gib_s == pytest.approx(1.5)
+    assert median.tar_copied_per_byte == pytest.approx(4 / (1 << 30))
+    assert median.tar_syscalls_per_gib == pytest.approx(10)

@@ -18,6 +18,7 @@ import pyperf
 import pytest
 
 from bench.hardening.listing import listing_medians
+from bench.hardening.tar import tar_medians
 from bench.harness import schema
 from bench.harness.names import STRATEGIES
 from bench.harness.results import write_record
@@ -680,8 +681,25 @@ def test_hardening_markdown_states_targets_and_verdicts():
         runs=listing_runs,
         medians=listing_medians(listing_runs),
     )
+    tar_runs = tuple(
+        schema.TarRun(rep, "sendfile", download, 1 << 30, cpu, 1.0, copied, 1 << 30, 1600)
+        for rep, download, cpu, copied in (
+            (0, "tar", 0.30, 64 * 1536),
+            (0, "single", 0.25, 64 * 200),
+            (1, "single", 0.20, 64 * 200),
+            (1, "tar", 0.30, 64 * 1536),
+        )
+    )  # fmt: skip
+    tar = schema.TarResult(
+        files=64,
+        file_bytes=16 << 20,
+        data_bytes=1 << 30,
+        repetitions=2,
+        runs=tar_runs,
+        medians=tar_medians(tar_runs, 1 << 30),
+    )
     results = schema.HardeningResults(
-        machine=_machine(), cold=cold, slow=None, idle=idle, listing=listing
+        machine=_machine(), cold=cold, slow=None, idle=idle, listing=listing, tar=tar
     )
     text = render(results)
     # Medians 1500 and 750 ms; per repetition 1400/700 and 1600/800: 2.0x nginx.
@@ -693,4 +711,7 @@ def test_hardening_markdown_states_targets_and_verdicts():
     assert "- nginx-aio-threads: aio threads" in text
     assert "| probe p99 while held | 3.00 ms | < 100 ms | met |" in text
     assert "| RSS per idle connection | 40.0 KiB | ≤ 32 KiB | not met |" in text
+    # tar: medians 0.30 and 0.225 s per GiB; per repetition 1.2 and 1.5, median 1.35.
+    assert "| sendfile | 0.300 s | 0.225 s | 1.35x | 0.0001 | 0.0000 | 1,600 | 1,600 |" in text
+    assert "64 files of 16 MiB (1,024 MiB of data" in text
     assert "coordinated omission" in text

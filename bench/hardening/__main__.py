@@ -1,4 +1,4 @@
-"""``python -m bench.hardening {cold,slow,idle,listing,all} [--quick] [--data DIR]``: measure
+"""``python -m bench.hardening {cold,slow,idle,listing,tar,all} [--quick] [--data DIR]``: measure
 (:mod:`bench.hardening.cases`), then render ``hardening.md`` (:mod:`bench.reporting.hardening`).
 """
 
@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.hardening",
         description="Hardening benchmarks: a cold page cache (beside nginx), slow clients, "
-        "idle connections, huge directory listings (beside nginx). Writes "
+        "idle connections, huge directory listings (beside nginx), a directory downloaded as "
+        "tar against its files one by one. Writes "
         "bench/results/hardening.json and hardening.md.",
     )
     parser.add_argument("case", choices=[*CASES, "all"])

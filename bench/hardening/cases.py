@@ -1,4 +1,4 @@
-"""The three hardening cases, and the run that records them in ``hardening.json``.
+"""The hardening cases, and the run that records them in ``hardening.json``.
 
 * **cold**: the p99 of hot 4 KiB requests while 4 downloads of cold 256 MiB files run, with
   the page cache evicted (``posix_fadvise(DONTNEED)``) before each run, against the same
@@ -12,6 +12,8 @@
   server's RSS per idle connection. Targets: probe p99 < 100 ms, <= 32 KiB per connection.
 * **listing**: a probe's stall while eight clients list a directory of 200,000 entries, and
   the server's peak RSS, beside nginx's autoindex (:mod:`bench.hardening.listing`).
+* **tar**: server CPU per GiB of a directory downloaded as a tar archive against the same
+  files one by one, per strategy, and the bytes each copied (:mod:`bench.hardening.tar`).
 
 Every server is pinned to the server CPU, and the probe and the load to the other, where there
 are two (:func:`bench.harness.machine.choose_pinning`).
@@ -37,6 +39,7 @@ import trio
 
 from bench.hardening.listing import run_listing
 from bench.hardening.probe import HOT, Probe
+from bench.hardening.tar import run_tar
 from bench.harness import client, files, metrics, procfs
 from bench.harness.machine import choose_pinning, machine_info, pin_self
 from bench.harness.names import NGINX_AIO_THREADS, NGINX_SENDFILE
@@ -71,7 +74,7 @@ __all__ = [
 ]
 
 RESULTS: Final = RESULTS_DIR / "hardening.json"
-CASES: Final = ("cold", "slow", "idle", "listing")
+CASES: Final = ("cold", "slow", "idle", "listing", "tar")
 PINNING: Final = choose_pinning()
 """Servers on one CPU, the probe and the load on the other (decided once, at import)."""
 
@@ -435,6 +438,7 @@ def measure(cases: Sequence[str], *, quick: bool, data: Path | None) -> Hardenin
         slow=previous.slow if previous else None,
         idle=previous.idle if previous else None,
         listing=previous.listing if previous else None,
+        tar=previous.tar if previous else None,
     )
     with contextlib.ExitStack() as stack:
         if data is None:
@@ -449,8 +453,12 @@ def measure(cases: Sequence[str], *, quick: bool, data: Path | None) -> Hardenin
                 results = dataclasses.replace(results, slow=run_slow(data, quick=quick))
             elif case == "idle":
                 results = dataclasses.replace(results, idle=run_idle(data, quick=quick))
-            else:
+            elif case == "listing":
                 listing = run_listing(data, quick=quick, pinning=PINNING)
                 results = dataclasses.replace(results, listing=listing)
+            else:
+                results = dataclasses.replace(
+                    results, tar=run_tar(data, quick=quick, pinning=PINNING)
+                )
             write_record(RESULTS, results)
     return results

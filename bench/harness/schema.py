@@ -74,6 +74,9 @@ __all__ = [
     "SocketErrors",
     "StraceCounts",
     "SuiteMeta",
+    "TarMedian",
+    "TarResult",
+    "TarRun",
     "TlsRecord",
     "TracerLoss",
     "WorkerPlacement",
@@ -989,11 +992,65 @@ class ListingResult:
 
 @final
 @dataclass(frozen=True, slots=True)
+class TarRun:
+    """One download of the tar case's directory: as one archive, or file by file.
+
+    Attributes:
+        download: ``tar`` (``?download=tar``) or ``single`` (every file by a GET).
+        received_bytes: What curl received (the archive, or the files together).
+        cpu_s: The server's CPU (user + sys clock ticks of its process group).
+        copied_bytes: Bytes the server copied through user space (its counters: in + out).
+        zero_copy_bytes: Bytes it moved by sendfile or splice.
+        syscalls: Transfer-path syscalls that returned or failed with EAGAIN (its counters).
+    """
+
+    rep: int
+    strategy: str
+    download: str
+    received_bytes: int
+    cpu_s: float
+    wall_s: float
+    copied_bytes: int
+    zero_copy_bytes: int
+    syscalls: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TarMedian:
+    """One strategy's medians over repetitions; per byte and per GiB of file data."""
+
+    tar_cpu_per_gib_s: float | None
+    single_cpu_per_gib_s: float | None
+    tar_over_single: float | None
+    """Median of the per-repetition ratios of CPU per GiB, tar / single files."""
+    tar_copied_per_byte: float | None
+    single_copied_per_byte: float | None
+    tar_syscalls_per_gib: float | None
+    single_syscalls_per_gib: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TarResult:
+    """A directory of ``files`` files of ``file_bytes`` as one tar, against file by file."""
+
+    files: int
+    file_bytes: int
+    data_bytes: int
+    repetitions: int
+    runs: tuple[TarRun, ...]
+    medians: dict[str, TarMedian]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HardeningResults:
-    """``hardening.json``: whichever of the four cases have run (``None``: not yet)."""
+    """``hardening.json``: whichever of the five cases have run (``None``: not yet)."""
 
     machine: Machine
     cold: ColdResult | None
     slow: SlowResult | None
     idle: IdleResult | None
     listing: ListingResult | None
+    tar: TarResult | None

@@ -1,6 +1,6 @@
-"""``hardening.md`` from ``hardening.json``: the cold-cache, slow-client, idle-connection and
-directory-listing cases, each against its target or beside nginx. Pure: reads the record,
-writes Markdown."""
+"""``hardening.md`` from ``hardening.json``: the cold-cache, slow-client, idle-connection,
+directory-listing and tar-download cases, each against its target or beside nginx or its
+reference. Pure: reads the record, writes Markdown."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         IdleResult,
         ListingResult,
         SlowResult,
+        TarResult,
     )
 
 __all__ = ["COLD_TARGET", "render", "write_markdown"]
@@ -205,6 +206,52 @@ def _listing(listing: ListingResult) -> list[str]:
     ]
 
 
+def _tar(result: TarResult) -> list[str]:
+    rows = [
+        (
+            strategy,
+            fixed(median.tar_cpu_per_gib_s, 3, " s"),
+            fixed(median.single_cpu_per_gib_s, 3, " s"),
+            MISSING if median.tar_over_single is None else f"{median.tar_over_single:.2f}x",
+            fixed(median.tar_copied_per_byte, 4),
+            fixed(median.single_copied_per_byte, 4),
+            fixed(median.tar_syscalls_per_gib, 0),
+            fixed(median.single_syscalls_per_gib, 0),
+        )
+        for strategy, median in result.medians.items()
+    ]
+    return [
+        "## Directory downloads as tar",
+        "",
+        f"A directory of {result.files} files of {result.file_bytes / MiB:g} MiB "
+        f"({result.data_bytes / MiB:,.0f} MiB of data, hot page cache) downloaded by curl as "
+        "one `?download=tar` archive and as every file by a GET on one keep-alive connection, "
+        f"alternated, {result.repetitions} repetitions per strategy; the server's CPU (user + "
+        "sys clock ticks of its process group, whose worker threads walk the directory) per "
+        "GiB of file data. tar / single is the median of the per-repetition ratios. Bytes "
+        "through user space per data byte come from the server's counters: the tar headers "
+        "and padding, and the response heads, are the whole of it with sendfile and splice. "
+        "Syscalls per GiB are the transfer path's (the server's counters): where they are the "
+        "same and the CPU is not, the difference is in the kernel (on loopback, an archive "
+        "that streams without a pause puts more of TCP's send and of the client's receive on "
+        "the server's CPU than files with a request's pause between them).",
+        "",
+        *table(
+            (
+                "strategy",
+                "CPU per GiB, tar",
+                "CPU per GiB, single files",
+                "tar / single",
+                "copied per byte, tar",
+                "copied per byte, single",
+                "syscalls per GiB, tar",
+                "syscalls per GiB, single",
+            ),
+            rows,
+        ),
+    ]
+
+
 def render(results: HardeningResults) -> str:
     """The whole of ``hardening.md``."""
     machine = results.machine
@@ -223,6 +270,8 @@ def render(results: HardeningResults) -> str:
         lines += _idle(results.idle)
     if results.listing is not None:
         lines += _listing(results.listing)
+    if results.tar is not None:
+        lines += _tar(results.tar)
     lines.append("Percentiles come from a closed-loop probe and suffer from coordinated omission.")
     return "\n".join(lines) + "\n"
 
