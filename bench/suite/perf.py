@@ -24,13 +24,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
 from bench.harness.names import PERF_PATHS
 from bench.harness.schema import ProfileEntry
-from bench.suite.tracers import interrupt
+from bench.suite.tracers import attached
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -156,23 +155,17 @@ def record(pid: int) -> Iterator[list[PerfProfile]]:
     """
     with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
         data = f"{tmp}/perf.data"
-        process = subprocess.Popen(
-            ["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", data],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
         result: list[PerfProfile] = []
-        try:
-            time.sleep(START_DELAY)
-            if process.poll() is not None:
-                raise RuntimeError(f"perf record exited with status {process.returncode}")
+        with attached(
+            ["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", data],
+            start_delay=START_DELAY,
+            stop_timeout=STOP_TIMEOUT,
+        ) as stderr:
             yield result
-        finally:
-            _, stderr = interrupt(process, STOP_TIMEOUT)
         children = _report(data, "--children", "--sort", "symbol")
         if not children.strip():
-            raise RuntimeError(f"perf report printed nothing: {stderr.decode(errors='replace')}")
+            said = b"".join(stderr).decode(errors="replace")
+            raise RuntimeError(f"perf report printed nothing: {said}")
         samples, to_iter, from_iter, paths = parse_children_report(children)
         flat = _report(data, "--no-children", "--sort", "dso,symbol")
         kernel, python = parse_shares(flat)

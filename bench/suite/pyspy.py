@@ -27,16 +27,14 @@ import collections
 import contextlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
 from bench.harness.schema import ProfileEntry
-from bench.suite.tracers import interrupt
+from bench.suite.tracers import attached
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -149,30 +147,19 @@ def record(pid: int) -> Iterator[list[PySpyProfile]]:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     with tempfile.TemporaryDirectory(prefix="pyspy-") as tmp:
         raw = Path(tmp) / "profile.txt"
-        process = subprocess.Popen(
+        result: list[PySpyProfile] = []
+        with attached(
             [
                 *(binary, "record", "--nonblocking", "--format", "raw", "--rate", str(RATE)),
                 *("--output", str(raw), "--pid", str(pid)),
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        result: list[PySpyProfile] = []
-        try:
-            time.sleep(START_DELAY)
-            if process.poll() is not None:
-                _, stderr = process.communicate()
-                raise RuntimeError(
-                    f"py-spy exited with status {process.returncode}: "
-                    f"{stderr.decode(errors='replace').strip()[-300:]}"
-                )
+            start_delay=START_DELAY,
+            stop_timeout=STOP_TIMEOUT,
+        ) as stderr:
             yield result
-        finally:
-            _, stderr = interrupt(process, STOP_TIMEOUT)
         text = raw.read_text(errors="replace") if raw.exists() else ""
         profile = parse_raw(text)
         if profile.samples == 0:
-            detail = stderr.decode(errors="replace").strip()[-300:]
+            detail = b"".join(stderr).decode(errors="replace").strip()[-300:]
             raise RuntimeError(f"py-spy recorded no sample: {detail}")
         result.append(profile)

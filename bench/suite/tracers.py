@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Final
 from bench.harness.schema import BpfCounts, StraceCounts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = [
     "ARM_SYSCALL",
@@ -62,6 +62,7 @@ __all__ = [
     "COPY_OUT_SYSCALLS",
     "DUMP_SYSCALL",
     "ZERO_COPY_SYSCALLS",
+    "attached",
     "bpf_counts",
     "bpftrace_available",
     "bpftrace_script",
@@ -273,6 +274,33 @@ def interrupt(
         process.kill()
         stdout, stderr = process.communicate()
     return stdout or b"", stderr or b""
+
+
+@contextlib.contextmanager
+def attached(
+    argv: Sequence[str], *, start_delay: float, stop_timeout: float
+) -> Iterator[list[bytes]]:
+    """Run a profiler that attaches to a process (``perf record``, ``py-spy record``) for the
+    block, then stop it with :func:`interrupt`; the yielded list then holds its stderr.
+
+    Raises:
+        RuntimeError: It exited within ``start_delay`` seconds (no permission, no such pid).
+    """
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    stderr: list[bytes] = []
+    try:
+        time.sleep(start_delay)
+        if process.poll() is not None:
+            _, said = process.communicate()
+            raise RuntimeError(
+                f"{Path(argv[0]).name} exited with status {process.returncode}: "
+                f"{said.decode(errors='replace').strip()[-300:]}"
+            )
+        yield stderr
+    finally:
+        stderr.append(interrupt(process, stop_timeout)[1])
 
 
 @contextlib.contextmanager
