@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(STRATEGIES),
         default=_default(ServerConfig, "strategy"),
         help="how file bodies are sent: sendfile, splice (file->pipe->socket), readwrite "
-        "(pread+send), or auto (the one measured cheapest under load: sendfile); "
-        "sendfile and splice fall back to readwrite where the file system cannot do them",
+        "(pread+send), or auto (small cached files from memory, in one send with the head, "
+        "up to --auto-threshold; everything else by sendfile); sendfile and splice fall back "
+        "to readwrite where the file system cannot do them",
     )
     serve.add_argument(
         "--no-listing",
