@@ -1,8 +1,8 @@
 """RequestParser: bytes in, requests (or one error, then CLOSED) out. No sockets anywhere.
 
 The tables follow h11's ``test_io.py`` SIMPLE_CASES: each row is raw bytes and what the parser
-must make of them. Expected values come from RFC 9112 (framing, keep-alive, Host) and
-DESIGN-NOTES (which status answers which fault), not from running the parser.
+must make of them. Expected values come from RFC 9112 (framing, keep-alive, Host) and from
+the status nginx answers to each fault, not from running the parser.
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def test_eof_mid_request_closes_after_complete_ones(tail: bytes) -> None:
 # -- errors ---------------------------------------------------------------------------------
 
 ERROR_CASES: list[tuple[str, bytes, int]] = [
-    # Versions (DESIGN-NOTES "Version"): well-formed but unsupported → 505, malformed → 400.
+    # Versions, as nginx answers them: well-formed but unsupported → 505, malformed → 400.
     ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
     ("HTTP/1.9", b"GET / HTTP/1.9\r\nHost: h\r\n\r\n", 505),
     ("HTTP/3.0", b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),

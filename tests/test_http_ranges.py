@@ -1,4 +1,5 @@
-"""plan_ranges: RFC 9110 §14.1-14.2, with nginx's abuse guards (DESIGN-NOTES "Range").
+"""plan_ranges: RFC 9110 §14.1-14.2, with nginx's abuse guards (too many ranges, overlapping
+ranges, or ranges adding up to more than the file get the whole file instead).
 
 ``None`` means "ignore the header, send 200"; ``()`` means "416"; otherwise the ranges to
 send, in the client's order, with inclusive ends as Content-Range writes them.
@@ -58,7 +59,8 @@ RANGE_CASES: list[tuple[str, bytes, int, tuple[ByteRange, ...] | None]] = [
     ("unknown unit", b"items=0-1", 10, None),
     ("unit in capitals", b"BYTES=0-1", 10, (R(0, 1),)),
     ("unit in mixed case", b"Bytes=0-1", 10, (R(0, 1),)),
-    # Invalid syntax: ignored, the whole file is sent (DESIGN-NOTES).
+    # Invalid syntax: the header is ignored and the whole file sent (RFC 9110 §14.2 lets a
+    # server ignore Range; nginx does).
     ("last-pos before first-pos", b"bytes=5-1", 10, None),
     ("letters", b"bytes=a-b", 10, None),
     ("dash only", b"bytes=-", 10, None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,27 @@ def test_module_does_not_import(module: str, forbidden: tuple[str, ...]) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == [], f"{module} pulled in: {result.stdout.split()}"
+
+
+# Notes that live beside the repository, not in it. Written in two parts, so that this file
+# does not match itself.
+_OUTSIDE = tuple(a + b for a, b in (("DESIGN-", "NOTES"), ("STYLE", ".md"), ("STYLE", " §")))
+_OUTSIDE += ("/wo" + "rk/", "../sha" + "red", "sha" + "red/")
+_TEXT = {".py", ".md", ".toml", ".conf", ".lua", ".service", ".socket", ".cfg", ".txt", ""}
+
+
+def test_no_comment_points_outside_the_repository() -> None:
+    """A comment states the fact itself: nothing points at notes that are not in the repository."""
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, timeout=30, check=False
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in listed.stdout.splitlines():
+        path = root / name
+        if path.suffix not in _TEXT or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for marker in _OUTSIDE:
+            assert marker not in text, f"{name} mentions {marker}"
