@@ -180,11 +180,11 @@ def _make_a_thread_busy(proc: Proc, port: int) -> list[socket.socket]:
     return clients
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_the_grace_period_bounds_the_stop(
-    procs: Start, www: Path, tmp_path: Path, busy_env: dict[str, str], workers: str
-) -> None:
-    log = tmp_path / "access.log"
+def _serve_with_a_busy_thread(
+    procs: Start, www: Path, log: Path, env: dict[str, str], workers: str, grace: str
+) -> tuple[Proc, list[socket.socket]]:
+    """A server (``workers``, ``--shutdown-grace grace``, an access log) that has answered one
+    request and has a worker thread busy; the clients that keep it busy."""
     proc = procs(
         "serve",
         str(www),
@@ -193,16 +193,24 @@ def test_the_grace_period_bounds_the_stop(
         "--workers",
         workers,
         "--shutdown-grace",
-        "1",
+        grace,
         "--access-log",
         str(log),
-        env=busy_env,
+        env=env,
     )
     port, _ = proc.serving()
     if workers == "2":
         proc.wait_children(2)
     assert get(port, "/hello.txt") == (200, b"hello\n")
-    clients = _make_a_thread_busy(proc, port)
+    return proc, _make_a_thread_busy(proc, port)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_grace_period_bounds_the_stop(
+    procs: Start, www: Path, tmp_path: Path, busy_env: dict[str, str], workers: str
+) -> None:
+    log = tmp_path / "access.log"
+    proc, clients = _serve_with_a_busy_thread(procs, www, log, busy_env, workers, grace="1")
     start = time.monotonic()
     proc.signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -223,24 +231,7 @@ def test_a_second_signal_ends_the_process_at_once(
     procs: Start, www: Path, tmp_path: Path, busy_env: dict[str, str], workers: str
 ) -> None:
     log = tmp_path / "access.log"
-    proc = procs(
-        "serve",
-        str(www),
-        "--port",
-        "0",
-        "--workers",
-        workers,
-        "--shutdown-grace",
-        "60",
-        "--access-log",
-        str(log),
-        env=busy_env,
-    )
-    port, _ = proc.serving()
-    if workers == "2":
-        proc.wait_children(2)
-    assert get(port, "/hello.txt") == (200, b"hello\n")
-    clients = _make_a_thread_busy(proc, port)
+    proc, clients = _serve_with_a_busy_thread(procs, www, log, busy_env, workers, grace="60")
     proc.signal(signal.SIGTERM)
     proc.wait_for("send it again to stop now")
     start = time.monotonic()
