@@ -360,6 +360,18 @@ ERROR_CASES: list[tuple[str, bytes, int]] = [
     ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     # Host (RFC 9112 §3.2).
     ("1.1 without Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    # The fields a plain request may carry do not stand in for Host.
+    ("1.1 without Host, with Accept", b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
+    (
+        "1.1 without Host, with Accept-Encoding",
+        b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+        400,
+    ),
+    (
+        "1.1 without Host, with Authorization",
+        b"GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n",
+        400,
+    ),
     ("1.1 two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ("1.1 two equal Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
     ("1.0 two Hosts", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
@@ -407,6 +419,13 @@ def test_errors(data: bytes, status: int) -> None:
 def test_errors_byte_by_byte(data: bytes, status: int) -> None:
     assert parse(bytewise(data), eof=False) == parse([data], eof=False)
     assert parse(bytewise(data), eof=False)[0][-1] == Err(status)
+
+
+def test_logged_fields_do_not_stand_in_for_host() -> None:
+    # With the access log on, Referer and User-Agent are kept but leave a request plain.
+    parser = RequestParser(log_fields=True)
+    parser.receive_data(b"GET / HTTP/1.1\r\nUser-Agent: x\r\nReferer: y\r\n\r\n")
+    assert first_error(parser).status_hint == 400
 
 
 @pytest.mark.xfail(

@@ -362,7 +362,7 @@ class RequestParser:
         ):
             # Nothing tracked but Host, Accept, Accept-Encoding and Authorization: most
             # requests. No body, no Expect, no conditional, no range.
-            if version == "1.1" and not headers:
+            if version == "1.1" and b"host" not in headers:
                 raise _Abort(HTTPError(400, "HTTP/1.1 request without Host"))
             self._request = Request(
                 method,
