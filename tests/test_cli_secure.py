@@ -15,7 +15,9 @@ import pytest
 from tests.bounded import readline_within, stop_within
 from tests.test_cli import ZEROCOPY, _run_expecting_error
 from tests.test_tls import Certs
+from zerocopy.server import ServerConfig
 from zerocopy.server.auth import PasswordHash
+from zerocopy.server.serve import content_policy
 from zerocopy.transfer import ktls_status
 
 
@@ -116,3 +118,13 @@ def test_https_with_auth_end_to_end(tmp_path: Path, certs: Certs) -> None:
         assert stderr.count("file bodies are encrypted in user space") == 1
         assert "kTLS unavailable" in stderr
     assert "without TLS" not in stderr
+
+
+def test_every_configuration_path_refuses_a_bad_realm_or_a_lone_key() -> None:
+    # content_policy runs at start, in each worker and on every reload (a --config file
+    # re-read on SIGHUP), so a realm with CR LF never reaches the 401's header field.
+    with pytest.raises(ValueError, match="--auth-realm"):
+        content_policy(ServerConfig(root=".", auth_realm="x\r\nSet-Cookie: a=b"))
+    with pytest.raises(ValueError, match="go together"):
+        content_policy(ServerConfig(root=".", tls_key="key.pem"))
+    content_policy(ServerConfig(root="."))  # the defaults pass

@@ -25,6 +25,7 @@ from zerocopy.server.config import (
     default_open_file_cache,
     raise_descriptor_limit,
 )
+from zerocopy.server.serve import check_tls_and_realm
 from zerocopy.server.stopping import Stopper
 from zerocopy.server.supervisor import Supervisor, SupervisorConfig
 from zerocopy.transfer import STRATEGIES
@@ -731,10 +732,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         build_parser().print_help(sys.stderr)
         return 2
-    if (args.tls_cert is None) != (args.tls_key is None):
-        return _fail("--tls-cert and --tls-key go together")
-    if not args.auth_realm.isprintable():
-        return _fail("--auth-realm cannot contain control characters")
+    try:
+        check_tls_and_realm(args.tls_cert, args.tls_key, args.auth_realm)
+    except ValueError as exc:
+        return _fail(str(exc))
     if args.print_config:
         print(dump(_serve_parser(build_parser()), args), end="")
         return 0

@@ -68,7 +68,14 @@ if TYPE_CHECKING:
     from zerocopy.server.config import ServerConfig
     from zerocopy.transfer import TransferStrategy
 
-__all__ = ["Server", "ServerState", "ServerStatistics", "serve"]
+__all__ = [
+    "Server",
+    "ServerState",
+    "ServerStatistics",
+    "check_tls_and_realm",
+    "content_policy",
+    "serve",
+]
 
 logger = logging.getLogger("zerocopy.server")
 
@@ -130,12 +137,29 @@ def _page(option: str, path: str | None) -> tuple[str, ...] | None:
     return target.segments
 
 
-def content_policy(config: ServerConfig) -> ContentPolicy:
-    """What the configuration says is served beside the files.
+def check_tls_and_realm(tls_cert: str | None, tls_key: str | None, realm: str) -> None:
+    """Refuse a certificate without its key (or the reverse), and a realm that cannot be written
+    into the 401's ``WWW-Authenticate`` field.
 
     Raises:
-        ValueError: A header value, rule or page that cannot be used (one line, for the CLI).
+        ValueError: One line, for the CLI or a reload's log.
     """
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if not realm.isprintable():
+        raise ValueError("--auth-realm cannot contain control characters")
+
+
+def content_policy(config: ServerConfig) -> ContentPolicy:
+    """What the configuration says is served beside the files. Every path that accepts a
+    configuration (start, a worker, a reload) calls it, so it also runs
+    :func:`check_tls_and_realm`.
+
+    Raises:
+        ValueError: A header value, rule, page, TLS pair or realm that cannot be used (one
+            line, for the CLI).
+    """
+    check_tls_and_realm(config.tls_cert, config.tls_key, config.auth_realm)
     unknown = set(config.precompressed) - set(CODING_SUFFIXES)
     if unknown:
         raise ValueError(f"--precompressed: unknown coding {sorted(unknown)[0]!r}")
