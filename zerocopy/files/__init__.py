@@ -7,6 +7,7 @@ Imports neither trio nor the HTTP layer: it answers with stat results, bytes, an
 from __future__ import annotations
 
 from zerocopy.files.cache import REVALIDATE_MODES, CachedFile, CacheStatistics, OpenFileCache
+from zerocopy.files.dotfiles import hidden_name, hidden_path
 from zerocopy.files.errors import Refused, refusal
 from zerocopy.files.listing import (
     JSON_TAIL,
@@ -44,6 +45,8 @@ __all__ = [
     "Row",
     "content_type",
     "etag",
+    "hidden_name",
+    "hidden_path",
     "human_size",
     "read_entries",
     "refusal",

@@ -52,6 +52,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Final, final
 
+from zerocopy.files.dotfiles import hidden_name
 from zerocopy.files.errors import Refused
 
 if TYPE_CHECKING:
@@ -180,10 +181,6 @@ def member_length(name: str, *, is_dir: bool, size: int, mtime: float) -> int:
     """Bytes the member takes in the archive: its headers, its data and the data's padding."""
     header = len(member_header(name, is_dir=is_dir, size=size, mtime=mtime, executable=False))
     return header if is_dir else header + size + (-size % BLOCK)
-
-
-def _hidden(name: str, top: bool) -> bool:
-    return name.startswith(".") and not (top and name == ".well-known")
 
 
 # A linked list of the directories on the current path, by (st_dev, st_ino): a directory met
@@ -338,7 +335,7 @@ class TreeWalker:
         self, fd: int, item: os.DirEntry[str], relative: str, chain: _Chain, top: bool
     ) -> None:
         name = item.name
-        if not self._dotfiles and _hidden(name, top):
+        if not self._dotfiles and hidden_name(name, top=top):
             return
         if "\\" in name:
             return  # The HTTP layer refuses a backslash in a path (400): no GET reaches it.

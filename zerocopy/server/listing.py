@@ -42,6 +42,7 @@ from zerocopy.files import (
     JSON_TAIL,
     PAGE_TAIL,
     DirectoryReader,
+    hidden_name,
     render_head,
     render_json_head,
     render_json_rows,
@@ -89,14 +90,6 @@ class ListingStatistics:
     cut: int = 0
     entries_read: int = 0
     batches: int = 0
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _hidden_top(name: str) -> bool:
-    return name.startswith(".") and name != ".well-known"
 
 
 class ChunkSender(Protocol):
@@ -201,7 +194,7 @@ class Listings:
             follow_symlinks=root.follow_symlinks,
             within=root.path,
             limit=self._max,
-            hidden=None if self._dotfiles else (_hidden_top if top else _hidden),
+            hidden=None if self._dotfiles else partial(hidden_name, top=top),
             sort=sort,
             descending=descending,
         )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
-from zerocopy.files import MAX_LISTING_ENTRIES, Refused, content_type, etag
+from zerocopy.files import MAX_LISTING_ENTRIES, Refused, content_type, etag, hidden_path
 from zerocopy.http import (
     ALLOW,
     CODING_SUFFIXES,
@@ -323,7 +323,7 @@ class Responder:
         except HTTPError as exc:
             return self._error(exc, request, keep_alive=keep_alive)
         segments = target.segments
-        if not self._policy.dotfiles and _hidden(segments):
+        if not self._policy.dotfiles and hidden_path(segments):
             return self._missing(request, target, opened, keep_alive, "dot file")
         try:
             found = self._open(segments, opened)
@@ -618,14 +618,6 @@ class Responder:
             )
         error = HTTPError(exc.status_hint, exc.reason, close=False)
         return self._error(error, request, keep_alive=keep_alive)
-
-
-def _hidden(segments: tuple[str, ...]) -> bool:
-    """Whether a path goes through a dot file or directory (``/.well-known/`` excepted)."""
-    for index, segment in enumerate(segments):
-        if segment.startswith(".") and not (index == 0 and segment == ".well-known"):
-            return True
-    return False
 
 
 def _encoded(sidecar: Opened, coding: str, kind: bytes) -> Representation:
