@@ -260,19 +260,21 @@ class OpenFileCache:
 
     # -- lookups ------------------------------------------------------------------------
 
-    def fresh(self, entry: CachedFile) -> bool:
+    def fresh(self, entry: CachedFile, *, synced: bool = False) -> bool:
         """Whether ``entry`` may be served now, as it is: nothing reported or found changed.
 
-        Drains pending inotify events first (one ``ioctl``), or, for an entry that inotify
-        does not cover, revalidates it (``stat`` and ``readlink``). Counts a hit when true.
-        Never blocks.
+        Drains pending inotify events first (one ``ioctl``; without inotify, checks the root
+        path), unless ``synced``: the caller did so for this request already. For an entry
+        that inotify does not cover, revalidates it (``stat`` and ``readlink``). Counts a hit
+        when true. Never blocks.
         """
-        watcher = self._watcher
-        if watcher is not None:
-            if watcher.pending():
-                self._drain()
-        elif self.root.check():
-            self.clear()
+        if not synced:
+            watcher = self._watcher
+            if watcher is not None:
+                if watcher.pending():
+                    self._drain()
+            elif self.root.check():
+                self.clear()
         if not entry.valid:
             return False
         if entry._revalidate and not self._unchanged(entry):
@@ -347,10 +349,10 @@ class OpenFileCache:
         entry.borrowers += 1
         return Opened(entry.fd, entry.stat, entry.path, entry)
 
-    def get(self, segments: Sequence[str]) -> CachedFile | None:
+    def get(self, segments: Sequence[str], *, synced: bool = False) -> CachedFile | None:
         """The fresh entry for ``segments``, or ``None`` (see :meth:`fresh`). Never opens."""
         entry = self._entries.get(tuple(segments))
-        if entry is None or not self.fresh(entry):
+        if entry is None or not self.fresh(entry, synced=synced):
             return None
         return entry
 

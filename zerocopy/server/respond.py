@@ -281,7 +281,7 @@ class Responder:
         if coding is None:
             return entry, memo.fields
         key, fields = memo.variants[coding]
-        variant = files.get(key)
+        variant = files.get(key, synced=True)  # fresh() above drained the events
         if variant is None:
             del self._targets[target]
             return None
