@@ -414,7 +414,8 @@ class TLSReadWrite:
             FileTruncated: The file ended before ``span.count`` bytes.
             PeerGone, SendTimeout, TransferError: The response is incomplete; close.
 
-        Checkpoints: once after each chunk, as the plain strategies do.
+        Checkpoints: once after each chunk, as the plain strategies do; once in all for a
+        body from memory, or none.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         counters = self._counters
@@ -426,8 +427,10 @@ class TLSReadWrite:
                 counters.bytes_from_memory += span.count
             elif span.count and channel.ktls_send:
                 await self._send_ktls(channel, span, prefix)
+                return span.count  # checkpointed after its last chunk
             elif span.count:
                 await self._send_chunks(channel, span, prefix)
+                return span.count  # checkpointed after its last chunk
             elif prefix:
                 await channel.send_all(prefix)
         await trio.lowlevel.cancel_shielded_checkpoint()
