@@ -84,6 +84,9 @@ class Refusing:
             await send_all(sock, prefix, self._counters, socket.MSG_MORE)
         raise TransferUnsupported("sendfile", errno.EOPNOTSUPP)
 
+    def way(self, span: FileSpan) -> str:
+        return self.name
+
     def close(self) -> None:
         self.closed = True
 
@@ -102,6 +105,9 @@ class Recording:
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         self.counts.append(span.count)
         return await self.inner.send_span(sock, span, prefix=prefix)
+
+    def way(self, span: FileSpan) -> str:
+        return self.inner.way(span)
 
     def close(self) -> None:
         self.closed = True

@@ -90,7 +90,6 @@ import trio
 
 from zerocopy.logtext import safe_text
 from zerocopy.span import FileSpan
-from zerocopy.transfer import WithFallback
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -319,9 +318,7 @@ class AccessLog:
         self._fd = 2 if path == "-" else _open(path)
         self._atomic = _atomic_size(self._fd)
         self.counters = counters
-        self.way: Callable[[FileSpan], str] = (
-            strategy.way if isinstance(strategy, WithFallback) else lambda span: strategy.name
-        )
+        self.way: Callable[[FileSpan], str] = strategy.way
         """The name of the strategy that sends a span (just after a send: that sent it)."""
         self._stamps = _Stamps()
         self._memo: dict[str | bytes, str] = {}

@@ -17,7 +17,7 @@ waiting alone would never let other tasks run).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import trio
 
@@ -82,6 +82,12 @@ class TransferStrategy(Protocol):
         """
         ...
 
+    def way(self, span: FileSpan) -> str:
+        """The name of the strategy that sends ``span`` (asked just after a send: that sent
+        it), for the access log. A single strategy answers its ``name``; the fallback wrapper
+        answers which of its strategies it chose. Never blocks."""
+        ...
+
     def close(self) -> None:
         """Release pooled resources (buffers, pipes). Called once, at server shutdown."""
         ...
@@ -97,6 +103,7 @@ class StrategyBase:
             ``None``: every call runs on the event loop.
     """
 
+    name: ClassVar[str]
     memory_max = 0
 
     def __init__(
@@ -109,6 +116,10 @@ class StrategyBase:
         self._counters = counters
         self._timeout = send_timeout
         self._offload = offload or Offload(counters, threads=0)
+
+    def way(self, span: FileSpan) -> str:
+        """See :meth:`TransferStrategy.way`: this strategy's name."""
+        return self.name
 
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """See :meth:`TransferStrategy.send_span`."""

@@ -72,5 +72,9 @@ class Memory:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return span.count
 
+    def way(self, span: FileSpan) -> str:
+        """See :meth:`~zerocopy.transfer.base.TransferStrategy.way`."""
+        return self.name
+
     def close(self) -> None:
         """Nothing to release: the bytes belong to the open-file cache."""

@@ -399,6 +399,11 @@ class TLSReadWrite:
         self._offload = offload
         self.memory_max = memory_max
 
+    def way(self, span: FileSpan) -> str:
+        """See :meth:`~zerocopy.transfer.base.TransferStrategy.way`: every body goes this way
+        under TLS, from memory or read."""
+        return self.name
+
     async def send_span(self, sock: socket.socket, span: FileSpan, *, prefix: bytes = b"") -> int:
         """Refuse: a plain socket is never sent a file here (see the module docstring).
 
