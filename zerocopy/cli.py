@@ -17,6 +17,7 @@ import trio
 
 from zerocopy import __version__, tune
 from zerocopy.config_file import ConfigError, dump, load, toml_types
+from zerocopy.files import REVALIDATE_MODES
 from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
 from zerocopy.server.auth import hash_password
@@ -420,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--open-file-cache-revalidate",
-        choices=["inotify", "always"],
+        choices=list(REVALIDATE_MODES),
         default=_default(ServerConfig, "open_file_cache_revalidate"),
         help="how a cached file is known unchanged: inotify (the kernel reports every "
         "change; one ioctl per hit) or always (stat and readlink on every hit, for network "

@@ -255,7 +255,6 @@ class Authenticator:
     ) -> None:
         self._users = users
         self._dummy = next(iter(users.values())).like()
-        self.realm = realm
         self._challenge = challenge(realm)
         self._busy = HTTPError(
             503, "too many password checks queued", close=False, headers=((b"Retry-After", b"1"),)

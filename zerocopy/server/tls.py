@@ -101,15 +101,13 @@ class TLSSender:
     :class:`TLSChannel` instead of a socket.
 
     Args:
-        strategy: The body path (always :class:`TLSReadWrite`).
-        counters: Process-wide counters.
+        strategy: The body path (always :class:`TLSReadWrite`), which counts what it sends.
 
     Every method borrows the channel: the connection closes its socket.
     """
 
-    def __init__(self, strategy: TLSReadWrite, counters: Counters) -> None:
+    def __init__(self, strategy: TLSReadWrite) -> None:
         self.strategy = strategy
-        self.counters = counters
 
     async def send_plan(self, channel: TLSChannel, plan: ResponsePlan) -> None:
         """Send a plan's head and body parts, in order (see ``send_plan_parts``).
@@ -197,7 +195,7 @@ class TLSService:
             offload=Offload(counters, threads=settings.offload_threads),
             memory_max=memory_max,
         )
-        self.sender = TLSSender(self.strategy, counters)
+        self.sender = TLSSender(self.strategy)
         logger.info("%s", self.describe(config.strategy))
 
     def describe(self, requested: str) -> str:

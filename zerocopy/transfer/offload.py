@@ -73,11 +73,6 @@ class Offload:
         self._limiter = trio.CapacityLimiter(threads) if threads > 0 else None
         self._probe = bytearray(1)
 
-    @property
-    def enabled(self) -> bool:
-        """Whether cold chunks go to worker threads."""
-        return self._limiter is not None
-
     def cached(self, fd: int, offset: int, count: int, warmth: Warmth | None = None) -> bool:
         """Whether the first and last pages of ``count`` bytes at ``offset`` are cached.
 

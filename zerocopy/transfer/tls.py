@@ -179,16 +179,6 @@ class TLSChannel:
         self.ktls_send = False
         """Whether the kernel encrypts this socket's writes; known after the handshake."""
 
-    @property
-    def version(self) -> str | None:
-        """The negotiated protocol (``TLSv1.3``), once the handshake is done."""
-        return self._sock.version()
-
-    @property
-    def alpn(self) -> str | None:
-        """The application protocol agreed by ALPN, if any."""
-        return self._sock.selected_alpn_protocol()
-
     async def _retry(self, name: str, call: Callable[..., Any], *args: Any) -> Any:
         """Run ``call(*args)`` until OpenSSL wants nothing more; count it under ``name``.
 
