@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import trio
 
 from zerocopy import __version__, tune
-from zerocopy.config_file import ConfigError, dump, load, toml_types
+from zerocopy.config_file import ConfigError, count, dump, load, positive, toml_types
 from zerocopy.files import REVALIDATE_MODES
 from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
@@ -59,22 +59,6 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-@toml_types(int, float)
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
-@toml_types(int)
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
 @toml_types(int)
 def _port(text: str) -> int:
     value = int(text)
@@ -88,7 +72,7 @@ def _workers(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        return _count(text)
+        return count(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
 
@@ -283,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tar.add_argument(
         "--tar-max-files",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(ServerConfig, "tar_max_files"),
         help="names one archive's walk may read (files, directories, names left out); 413 past it",
@@ -368,28 +352,28 @@ def build_parser() -> argparse.ArgumentParser:
     timeouts = serve.add_argument_group("timeouts (seconds)")
     timeouts.add_argument(
         "--head-timeout",
-        type=_positive,
+        type=positive,
         metavar="SECONDS",
         default=_default(ServerConfig, "head_timeout"),
         help="to receive a whole request head, counted from its first byte",
     )
     timeouts.add_argument(
         "--idle-timeout",
-        type=_positive,
+        type=positive,
         default=_default(ServerConfig, "idle_timeout"),
         metavar="SECONDS",
         help="keep-alive wait for the next request",
     )
     timeouts.add_argument(
         "--send-timeout",
-        type=_positive,
+        type=positive,
         metavar="SECONDS",
         default=_default(ServerConfig, "send_timeout"),
         help="without the client accepting a byte, before the connection is dropped",
     )
     timeouts.add_argument(
         "--shutdown-grace",
-        type=_positive,
+        type=positive,
         metavar="SECONDS",
         default=_default(ServerConfig, "shutdown_grace"),
         help="for in-flight responses to finish after SIGTERM/SIGINT; at its end the process "
@@ -398,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits = serve.add_argument_group("limits")
     limits.add_argument(
         "--max-connections",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(ServerConfig, "max_connections"),
         help="concurrent connections; past it, accept waits (default: from RLIMIT_NOFILE)",
@@ -446,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--max-listing-entries",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(ServerConfig, "max_listing_entries"),
         help="directory entries read for one listing; a directory holding more is listed in "
@@ -454,28 +438,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--max-head-size",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(Limits, "max_head_size"),
         help="bytes in a request head (431 past it)",
     )
     limits.add_argument(
         "--max-headers",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(Limits, "max_header_count"),
         help="header fields in a request (431 past it)",
     )
     limits.add_argument(
         "--max-target-length",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(Limits, "max_target_length"),
         help="bytes in a request-target (414 past it)",
     )
     limits.add_argument(
         "--max-ranges",
-        type=_count,
+        type=count,
         metavar="N",
         default=_default(Limits, "max_ranges"),
         help="ranges in one Range header; past it the whole file is sent",
@@ -523,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hasher.add_argument(
         "--cost",
-        type=_count,
+        type=count,
         metavar="N",
         help="scrypt's log2(N) (default 15) or PBKDF2's rounds (default 600000)",
     )

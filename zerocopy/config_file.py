@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _Parse = TypeVar("_Parse", bound=Callable[[str], Any])
 
-__all__ = ["ConfigError", "dump", "load", "toml_types"]
+__all__ = ["ConfigError", "count", "dump", "load", "positive", "toml_types"]
 
 NOT_IN_FILE: Final = frozenset({"help", "config", "print_config"})
 """Parser destinations that make no sense in a file."""
@@ -53,6 +53,24 @@ def toml_types(*types: type) -> Callable[[_Parse], _Parse]:
         return function
 
     return mark
+
+
+@toml_types(int, float)
+def positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+@toml_types(int)
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 def _keys(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:

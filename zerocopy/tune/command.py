@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import trio
 
 from zerocopy import __version__
+from zerocopy.config_file import count, positive
 from zerocopy.tune.client import KeepAliveClient, request_bytes
 from zerocopy.tune.measure import (
     CANDIDATES,
@@ -59,20 +60,6 @@ def _sizes(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
 def add_parser(commands: Any, formatter_class: type[argparse.HelpFormatter]) -> None:
     """Add ``tune`` to the ``zerocopy`` command's sub-parsers."""
     tune = commands.add_parser(
@@ -95,7 +82,7 @@ def add_parser(commands: Any, formatter_class: type[argparse.HelpFormatter]) -> 
     )
     tune.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive,
         default=60.0,
         metavar="SECONDS",
         help="load time in all, shared by every window (server start and warm-up come on top)",
@@ -103,11 +90,9 @@ def add_parser(commands: Any, formatter_class: type[argparse.HelpFormatter]) -> 
     tune.add_argument(
         "--sizes", type=_sizes, default=DEFAULT_SIZES, metavar="LIST", help="file sizes"
     )
+    tune.add_argument("--rounds", type=count, default=3, metavar="N", help="rounds of every window")
     tune.add_argument(
-        "--rounds", type=_positive_int, default=3, metavar="N", help="rounds of every window"
-    )
-    tune.add_argument(
-        "--connections", type=_positive_int, default=16, metavar="N", help="keep-alive clients"
+        "--connections", type=count, default=16, metavar="N", help="keep-alive clients"
     )
     tune.add_argument(
         "--load",
