@@ -20,7 +20,7 @@ from zerocopy.config_file import ConfigError, count, dump, load, positive, toml_
 from zerocopy.files import REVALIDATE_MODES
 from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
-from zerocopy.server.auth import hash_password
+from zerocopy.server.auth import PBKDF2_ROUNDS, SCRYPT_LN, hash_password
 from zerocopy.server.config import (
     default_max_connections,
     default_open_file_cache,
@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost",
         type=count,
         metavar="N",
-        help="scrypt's log2(N) (default 15) or PBKDF2's rounds (default 600000)",
+        help=f"scrypt's log2(N) (default {SCRYPT_LN}) or PBKDF2's rounds (default "
+        f"{PBKDF2_ROUNDS})",
     )
     return parser
 
