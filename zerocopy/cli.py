@@ -18,7 +18,7 @@ import trio
 from zerocopy import __version__, tune
 from zerocopy.config_file import ConfigError, count, dump, load, positive, toml_types
 from zerocopy.files import REVALIDATE_MODES
-from zerocopy.http import CODING_SUFFIXES, Limits, parse_header_rule
+from zerocopy.http import CODING_SUFFIXES, Limits, field_value, parse_header_rule
 from zerocopy.server import Server, ServerConfig, systemd
 from zerocopy.server.auth import PBKDF2_ROUNDS, SCRYPT_LN, hash_password
 from zerocopy.server.config import (
@@ -116,7 +116,7 @@ def _header_rule(text: str) -> str:
 @toml_types(str)
 def _field_value(text: str) -> str:
     try:
-        parse_header_rule(f"*: X-Check: {text}")
+        field_value(text, "value")
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} holds CR, LF, NUL or another control character"
@@ -509,8 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost",
         type=count,
         metavar="N",
-        help=f"scrypt's log2(N) (default {SCRYPT_LN}) or PBKDF2's rounds (default "
-        f"{PBKDF2_ROUNDS})",
+        help=f"scrypt's log2(N) (default {SCRYPT_LN}) or PBKDF2's rounds (default {PBKDF2_ROUNDS})",
     )
     return parser
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from zerocopy.http.dates import DateCache, format_http_date, parse_http_date
 from zerocopy.http.errors import HTTPError
-from zerocopy.http.headers import HeaderRule, ResponseHeaders, parse_header_rule
+from zerocopy.http.headers import HeaderRule, ResponseHeaders, field_value, parse_header_rule
 from zerocopy.http.limits import Limits
 from zerocopy.http.listing import (
     ListingQuery,
@@ -59,6 +59,7 @@ __all__ = [
     "choose_coding",
     "choose_format",
     "content_disposition",
+    "field_value",
     "format_http_date",
     "frame_chunk",
     "head_200",

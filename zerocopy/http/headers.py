@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, final
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CORS_PREFLIGHT", "HeaderRule", "ResponseHeaders", "parse_header_rule"]
+__all__ = ["CORS_PREFLIGHT", "HeaderRule", "ResponseHeaders", "field_value", "parse_header_rule"]
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -66,19 +66,26 @@ _CORS_EXPOSE: Final = (
 )
 
 
+def field_value(value: str, what: str) -> bytes:
+    """A header field's value from the command line, stripped of surrounding blanks and
+    encoded; raises ValueError naming ``what`` for a control character (CR, LF, NUL, ...) or
+    text that is not Latin-1."""
+    value = value.strip(" \t")
+    if not _VALUE.fullmatch(value):
+        raise ValueError(f"{what}: the value holds CR, LF, NUL or another control character")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what}: the value is not Latin-1 text") from None
+
+
 def _field(name: str, value: str, what: str) -> bytes:
     """``Name: value\\r\\n``, checked; raises ValueError naming ``what``."""
     if not _TOKEN.fullmatch(name):
         raise ValueError(f"{what}: {name!r} is not a valid header field name")
     if name.lower() in _RESERVED:
         raise ValueError(f"{what}: the server sets {name} itself")
-    value = value.strip(" \t")
-    if not _VALUE.fullmatch(value):
-        raise ValueError(f"{what}: the value holds CR, LF, NUL or another control character")
-    try:
-        return f"{name}: {value}\r\n".encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what}: the value is not Latin-1 text") from None
+    return name.encode("latin-1") + b": " + field_value(value, what) + b"\r\n"
 
 
 @final
