@@ -7,11 +7,10 @@ import dataclasses
 import getpass
 import logging
 import os
-import re
 import signal
 import sys
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -30,6 +29,7 @@ from zerocopy.server.serve import check_tls_and_realm
 from zerocopy.server.stopping import Stopper
 from zerocopy.server.supervisor import Supervisor, SupervisorConfig
 from zerocopy.transfer import STRATEGIES
+from zerocopy.tune.sizes import parse_size
 
 if TYPE_CHECKING:
     import socket
@@ -77,18 +77,15 @@ def _workers(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a number or 'auto', not {text!r}") from None
 
 
-_SIZE: Final = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
-
-
 @toml_types(int, str)
 def _size(text: str) -> int:
-    """A byte count: ``65536``, ``64KiB``, ``32M`` (binary units)."""
-    match = _SIZE.fullmatch(str(text).strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 65536, 64KiB, 32MiB): {text}")
-    number, unit = match.group(1, 2)
-    scale: int = 1024 ** " kmg".index(unit.lower() or " ")
-    return int(number) * scale
+    """A byte count: ``65536``, ``64KiB``, ``32M`` (binary units); 0 allowed."""
+    try:
+        return parse_size(str(text), minimum=0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size in bytes (e.g. 65536, 64KiB, 32MiB): {text}"
+        ) from None
 
 
 @toml_types(str)

@@ -26,20 +26,20 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, *, minimum: int = 1) -> int:
     """``"64KiB"``, ``"64k"``, ``"1MiB"``, ``"4096"`` → bytes; the inverse of :func:`format_size`.
 
     Binary multiples throughout (``4KB`` is 4096 bytes too), as on wrk's command line.
 
     Raises:
-        ValueError: Not a size, or zero.
+        ValueError: Not a size, or below ``minimum`` (1: zero is refused).
     """
     match = _SIZE_RE.match(text)
     if match is None:
         raise ValueError(f"not a size: {text!r} (examples: 4KiB, 1MiB, 65536)")
     size = int(match[1]) * _SIZE_UNITS[match[2][:1].lower()]
-    if size <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
+    if size < minimum:
+        raise ValueError(f"size must be at least {minimum}: {text!r}")
     return size
 
 
