@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tomllib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
 _Parse = TypeVar("_Parse", bound=Callable[[str], Any])
 
-__all__ = ["ConfigError", "count", "dump", "load", "positive", "toml_types"]
+__all__ = ["ConfigError", "count", "dump", "load", "positive", "toml_types", "toml_value"]
 
 NOT_IN_FILE: Final = frozenset({"help", "config", "print_config"})
 """Parser destinations that make no sense in a file."""
@@ -167,17 +166,16 @@ def load(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     return defaults
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` (a list, bool, int, float or string) as a TOML value."""
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
+        return repr(value)  # TOML writes inf, -inf and nan as Python's repr does
     # JSON string escapes are a subset of TOML basic-string escapes.
     return json.dumps(str(value), ensure_ascii=False)
 
@@ -194,5 +192,5 @@ def dump(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         if value is None:
             lines.append(f"# {key} is not set")
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

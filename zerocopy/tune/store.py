@@ -27,8 +27,6 @@ Only the standard library: the command line imports this module on every start.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tempfile
 import tomllib
@@ -36,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
+from zerocopy.config_file import toml_value
 from zerocopy.transfer import AUTO_THRESHOLD
 from zerocopy.tune.sizes import format_size
 
@@ -91,17 +90,6 @@ class TuneFile:
         return " ".join(parts)
 
 
-def _toml(value: str | int | float | list[float]) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "nan"
-    if isinstance(value, int):
-        return str(value)
-    # JSON's string escapes are a subset of TOML's basic-string escapes.
-    return json.dumps(value, ensure_ascii=False)
-
-
 def render_tune_file(tune: TuneFile) -> str:
     """The file's text (read back by :func:`read_tune_file` unchanged)."""
     lines = [
@@ -113,7 +101,7 @@ def render_tune_file(tune: TuneFile) -> str:
     ]
     if tune.measured:
         lines += ["", "[measured]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in tune.measured.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in tune.measured.items()]
     return "\n".join(lines) + "\n"
 
 
