@@ -234,6 +234,13 @@ class _Generation:
         return [w for w in self.workers.values() if w.process.returncode is None]
 
 
+def _check(config: SupervisorConfig) -> None:
+    """Refuse a configuration a worker would refuse (the root, header fields, pages, the TLS
+    pair and realm), before any worker starts; opens nothing that stays open."""
+    Root(config.server.root).close()
+    content_policy(config.server)
+
+
 @final
 class Supervisor:
     """Runs N worker processes on shared listening sockets; see the module docstring.
@@ -257,8 +264,7 @@ class Supervisor:
         reload: Callable[[], SupervisorConfig] | None = None,
         sockets: Sequence[socket.socket] = (),
     ) -> None:
-        Root(config.server.root).close()  # checks the root; holds nothing
-        content_policy(config.server)  # checks headers and pages, as a worker would
+        _check(config)
         if config.server.metrics_port is not None:
             check_available()
         self.config = config
@@ -601,8 +607,7 @@ class Supervisor:
         assert old is not None
         try:
             config = self._reload_config() if self._reload_config else old.config
-            Root(config.server.root).close()
-            content_policy(config.server)
+            _check(config)
         except Exception as exc:  # the reload callback reports any failure by raising
             logger.error("reload: %s; the running workers go on", exc)
             return
@@ -669,9 +674,7 @@ class Supervisor:
         """The second stop signal: every worker stops at once, or is killed a second later."""
         self._hurry = True
         for generation in self._generations:
-            generation.retired = True
-            for worker in generation.live():
-                worker.signal(signal.SIGTERM)  # their second SIGTERM: stop at once
+            self._retire(generation)  # the workers' second SIGTERM: stop at once
         if self._drain_scope is not None:
             self._drain_scope.deadline = min(
                 self._drain_scope.deadline, trio.current_time() + KILL_AFTER
