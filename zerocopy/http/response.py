@@ -116,6 +116,18 @@ class ResponsePlan:
         return sum(len(part) for part in self.body)
 
 
+_END_KEEP_ALIVE: Final = b"\r\n"
+_END_KEEP_ALIVE_10: Final = b"Connection: keep-alive\r\n\r\n"
+_END_CLOSE: Final = b"Connection: close\r\n\r\n"
+
+
+def _end(version: str, keep_alive: bool) -> bytes:
+    """The end of every head: the Connection field where one is needed, and the blank line."""
+    if not keep_alive:
+        return _END_CLOSE
+    return _END_KEEP_ALIVE_10 if version == "1.0" else _END_KEEP_ALIVE
+
+
 def _head(
     status: int,
     date: bytes,
@@ -124,19 +136,21 @@ def _head(
     version: str,
     keep_alive: bool,
 ) -> bytes:
-    if not keep_alive:
-        fields.append(b"Connection: close\r\n")
-    elif version == "1.0":
-        fields.append(b"Connection: keep-alive\r\n")
     return b"".join(
-        (_STATUS_LINES[status], b"Server: ", SERVER, b"\r\nDate: ", date, b"\r\n", *fields, b"\r\n")
+        (
+            _STATUS_LINES[status],
+            b"Server: ",
+            SERVER,
+            b"\r\nDate: ",
+            date,
+            b"\r\n",
+            *fields,
+            _end(version, keep_alive),
+        )
     )
 
 
 _OK_PREFIX: Final = _STATUS_LINES[200] + b"Server: " + SERVER + b"\r\nDate: "
-_END_KEEP_ALIVE: Final = b"\r\n"
-_END_KEEP_ALIVE_10: Final = b"Connection: keep-alive\r\n\r\n"
-_END_CLOSE: Final = b"Connection: close\r\n\r\n"
 
 
 @lru_cache(maxsize=4096)
@@ -171,13 +185,7 @@ def representation_fields(rep: Representation, extra: bytes = b"") -> bytes:
 def head_200(fields: bytes, date: bytes, version: str, keep_alive: bool) -> bytes:
     """The head of a 200 with ``fields`` from :func:`representation_fields`: the same bytes
     :func:`plan_file` sends for a request without conditionals or ranges."""
-    if not keep_alive:
-        end = _END_CLOSE
-    elif version == "1.0":
-        end = _END_KEEP_ALIVE_10
-    else:
-        end = _END_KEEP_ALIVE
-    return b"".join((_OK_PREFIX, date, b"\r\n", fields, end))
+    return b"".join((_OK_PREFIX, date, b"\r\n", fields, _end(version, keep_alive)))
 
 
 def plan_error(
