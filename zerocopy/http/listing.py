@@ -24,10 +24,11 @@ Sans-IO: the query string and the ``Accept`` field in, small values out.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final, Literal, final
 from urllib.parse import quote, unquote
+
+from zerocopy.http.negotiate import TOKEN, q_weight
 
 __all__ = [
     "MAX_ACCEPT_MEMBERS",
@@ -49,8 +50,6 @@ SortKey = Literal["name", "size", "mtime"]
 _FORMATS: Final[dict[str, Format]] = {"html": "html", "json": "json"}
 _SORTS: Final[dict[str, SortKey]] = {"name": "name", "size": "size", "mtime": "mtime"}
 _ORDERS: Final = {"asc": False, "desc": True}
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
-_QVALUE: Final = re.compile(r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")
 # The ranges that match each format, from the most specific: (type, subtype) -> specificity.
 _MATCHES: Final[dict[Format, dict[tuple[str, str], int]]] = {
     "html": {("text", "html"): 3, ("text", "*"): 2, ("*", "*"): 1},
@@ -122,19 +121,11 @@ def _weights(accept: str) -> dict[Format, float]:
     for member in accept.split(",", MAX_ACCEPT_MEMBERS)[:MAX_ACCEPT_MEMBERS]:
         media, *parameters = member.split(";")
         kind, slash, subtype = media.strip(" \t").partition("/")
-        if not (slash and _TOKEN.fullmatch(kind) and _TOKEN.fullmatch(subtype)):
+        if not (slash and TOKEN.fullmatch(kind) and TOKEN.fullmatch(subtype)):
             continue
         if kind == "*" and subtype != "*":
             continue  # "*/json" is no media range.
-        weight = 1.0
-        for parameter in parameters:
-            name, _, text = parameter.strip(" \t").partition("=")
-            if name.strip(" \t") != "q":
-                continue
-            text = text.strip(" \t")
-            # Malformed: the member is skipped.
-            weight = float(text) if _QVALUE.fullmatch(text) else -1.0
-            break  # Parameters after q are accept-ext (RFC 9110 §12.5.1): not ours.
+        weight = q_weight(parameters, first=True)  # after q: accept-ext (RFC 9110 §12.5.1)
         if weight < 0:
             continue
         for form, ranges in _MATCHES.items():

@@ -26,15 +26,41 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CODING_SUFFIXES", "MAX_MEMBERS", "choose_coding", "parse_accept_encoding"]
+__all__ = [
+    "CODING_SUFFIXES",
+    "MAX_MEMBERS",
+    "TOKEN",
+    "choose_coding",
+    "parse_accept_encoding",
+    "q_weight",
+]
 
 CODING_SUFFIXES: Final = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
 """The codings served from sidecars, and the sidecar's suffix for each (as nginx and Caddy)."""
 MAX_MEMBERS: Final = 64
 """Members of one Accept-Encoding read; real clients send fewer than ten."""
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+"""A token (RFC 9110 §5.6.2), in lower case: header values are lowered before parsing."""
 _QVALUE: Final = re.compile(r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")
 _ALIASES: Final = {"x-gzip": "gzip"}
+
+
+def q_weight(parameters: Sequence[str], *, first: bool) -> float:
+    """The weight a member's ``q`` parameter gives (RFC 9110 §12.4.2): 1.0 without one, -1.0
+    for a malformed one (the member is then skipped). With ``first``, the first ``q`` decides
+    and later parameters are not read (Accept: they are accept-ext); else the last does."""
+    weight = 1.0
+    for parameter in parameters:
+        name, _, text = parameter.strip(" \t").partition("=")
+        if name.strip(" \t") != "q":
+            continue
+        text = text.strip(" \t")
+        if not _QVALUE.fullmatch(text):
+            return -1.0
+        weight = float(text)
+        if first:
+            break
+    return weight
 
 
 def parse_accept_encoding(value: bytes) -> dict[str, float]:
@@ -46,18 +72,9 @@ def parse_accept_encoding(value: bytes) -> dict[str, float]:
     for member in value.decode("latin-1").lower().split(",")[:MAX_MEMBERS]:
         coding, *parameters = member.split(";")
         coding = coding.strip(" \t")
-        if not _TOKEN.fullmatch(coding):
+        if not TOKEN.fullmatch(coding):
             continue
-        weight = 1.0
-        for parameter in parameters:
-            name, _, text = parameter.strip(" \t").partition("=")
-            if name.strip(" \t") != "q":
-                continue
-            text = text.strip(" \t")
-            if not _QVALUE.fullmatch(text):
-                weight = -1.0  # Malformed: the member is ignored.
-                break
-            weight = float(text)
+        weight = q_weight(parameters, first=False)
         if weight < 0:
             continue
         weights.setdefault(_ALIASES.get(coding, coding), weight)
