@@ -315,6 +315,8 @@ class AccessLog:
             raise ValueError(f"unknown access log format {log_format!r}")
         self.path = path
         self._json = log_format == "json"
+        self._absent = "null" if self._json else "-"
+        """What a field that is not there is written as."""
         self._fd = 2 if path == "-" else _open(path)
         self._atomic = _atomic_size(self._fd)
         self.counters = counters
@@ -592,47 +594,39 @@ class Clerk:
             stamps.update(now)
         memo = log._memo
         text = str(sent)
+        referer = agent = target = log._absent
+        if request is not None:
+            target = memo.get(request.target) or log._escape(request.target)
+            headers = request.headers
+            if len(headers) > (b"host" in headers):  # more than Host
+                if (value := headers.get(b"referer")) is not None:
+                    referer = memo.get(value) or log._escape(value)
+                if (value := headers.get(b"user-agent")) is not None:
+                    agent = memo.get(value) or log._escape(value)
         if log._json:
             quoted = "null" if way is None else f'"{way}"'
-            referer = agent = "null"
-            if request is None:
-                method = target = version = ""
-            else:
-                method, version = request.method, request.version
-                target = memo.get(request.target) or log._escape(request.target)
-                headers = request.headers
-                if len(headers) > (b"host" in headers):  # more than Host
-                    if (value := headers.get(b"referer")) is not None:
-                        referer = memo.get(value) or log._escape(value)
-                    if (value := headers.get(b"user-agent")) is not None:
-                        agent = memo.get(value) or log._escape(value)
-            request_line = f'"{method} {target[1:-1]} HTTP/{version}"' if request else "null"
+            request_line = (
+                "null"
+                if request is None
+                else f'"{request.method} {target[1:-1]} HTTP/{request.version}"'
+            )
             line = (
                 f'{self._prefix}{stamps.iso}","remote_addr":"{self._peer}",'
                 f'"remote_user":null,"request":{request_line},"status":{_STATUS[status]},'
                 f'"body_bytes_sent":{text},"http_referer":{referer},'
                 f'"http_user_agent":{agent},"request_time":{elapsed:.6f},"strategy":{quoted}}}\n'
             )
+        elif request is None:
+            line = (
+                f'{self._prefix}{stamps.clf}] "-" {_STATUS[status]} {text} "-" "-" '
+                f"{elapsed:.6f} {way or '-'} {text}\n"
+            )
         else:
-            referer = agent = "-"
-            if request is None:
-                line = (
-                    f'{self._prefix}{stamps.clf}] "-" {_STATUS[status]} {text} "-" "-" '
-                    f"{elapsed:.6f} {way or '-'} {text}\n"
-                )
-            else:
-                target = memo.get(request.target) or log._escape(request.target)
-                headers = request.headers
-                if len(headers) > (b"host" in headers):  # more than Host
-                    if (value := headers.get(b"referer")) is not None:
-                        referer = memo.get(value) or log._escape(value)
-                    if (value := headers.get(b"user-agent")) is not None:
-                        agent = memo.get(value) or log._escape(value)
-                line = (
-                    f'{self._prefix}{stamps.clf}] "{request.method} {target} '
-                    f'HTTP/{request.version}" {_STATUS[status]} {text} "{referer}" "{agent}" '
-                    f"{elapsed:.6f} {way or '-'} {text}\n"
-                )
+            line = (
+                f'{self._prefix}{stamps.clf}] "{request.method} {target} '
+                f'HTTP/{request.version}" {_STATUS[status]} {text} "{referer}" "{agent}" '
+                f"{elapsed:.6f} {way or '-'} {text}\n"
+            )
         log._pending.append(line)
         log._pending_size += len(line)
         if log._pending_size >= FLUSH_BYTES and not log._wake.is_set():
