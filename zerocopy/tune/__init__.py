@@ -4,7 +4,8 @@
   crossover);
 * :mod:`~zerocopy.tune.store`: the tune file, and the threshold's precedence for
   ``zerocopy serve``;
-* :mod:`~zerocopy.tune.command`: the sub-command;
+* :mod:`~zerocopy.tune.command`: the sub-command, imported when it runs;
+* :mod:`~zerocopy.tune.parser`: its flags, which every ``zerocopy`` start adds;
 * :mod:`~zerocopy.tune.client`: the project's keep-alive client, the load when wrk is missing;
 * :mod:`~zerocopy.tune.sizes`: sizes as the command line spells them.
 
@@ -14,7 +15,19 @@ Nothing of the server imports this package: ``tune`` starts servers the way user
 
 from __future__ import annotations
 
-from zerocopy.tune.command import add_parser, main
+from typing import TYPE_CHECKING
+
+from zerocopy.tune.parser import add_parser
 from zerocopy.tune.store import ThresholdChoice, resolve_auto_threshold, tune_path
 
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = ["ThresholdChoice", "add_parser", "main", "resolve_auto_threshold", "tune_path"]
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``zerocopy tune`` (see :mod:`zerocopy.tune.command`)."""
+    from zerocopy.tune.command import main as run  # loaded only when tune runs
+
+    return run(args)
